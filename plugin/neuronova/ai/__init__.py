@@ -1,0 +1,1 @@
+"""AI: rules, durable inference jobs and their DICOM results (SEG, TID 1500 SR)."""

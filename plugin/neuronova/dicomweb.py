@@ -1,0 +1,326 @@
+"""The public DICOMweb front at /dicom-web/.
+
+Orthanc's DICOMweb plugin is mounted at an internal root that the gate closes to callers
+(DESIGN.md: on DICOMweb 1.7 QIDO cannot be filtered any other way). Every public request
+has already passed the gate's filter; here it is answered from the internal root:
+searches narrowed to the studies the caller may see (``limit``/``offset`` applied after
+filtering), study-scoped reads forwarded, STOW-RS stored instance by instance. Frame and
+instance retrieval can be taken over by a ``RetrieveHandler`` (the HTJ2K package).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from .dicomweb_paths import INTERNAL_ROOT, PUBLIC_ROOT
+from .errors import HttpError, OrthancCallError
+from .gate import Gate
+from .gate.api import caller
+from .gate.policy import Visibility
+from .host import Host
+from .http import Request, Response, error_response
+from .multipart import multipart_related
+
+DICOM_JSON = "application/dicom+json"
+_INTERNAL_URL = re.compile(rb"https?://[^/\"\s]+" + re.escape(INTERNAL_ROOT.encode()) + rb"/")
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
+STUDY_UID, SERIES_UID, SOP_UID, PATIENT_ID = "0020000D", "0020000E", "00080018", "00100020"
+SOP_CLASS_UID = "00080016"
+
+
+class RetrieveHandler(Protocol):
+    def handle(self, request: Request, rest: str) -> Response | None:
+        """Answer a WADO-RS retrieval, or None to let the front forward it."""
+
+
+def _tag_value(item: dict[str, Any], tag: str) -> str:
+    values = item.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def _sniff_image(body: bytes) -> str:
+    if body.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if body.startswith(b"\x89PNG"):
+        return "image/png"
+    if body.startswith(b"GIF8"):
+        return "image/gif"
+    return "application/octet-stream"
+
+
+def _multipart_type(body: bytes, part_type: str) -> str:
+    """Content-Type of a multipart body made by the DICOMweb plugin, from its first boundary."""
+    first_line = body.split(b"\r\n", 1)[0]
+    if not first_line.startswith(b"--"):
+        raise HttpError(502, "the DICOMweb plugin answered an unexpected body")
+    boundary = first_line[2:].decode("ascii", "replace")
+    return f'multipart/related; type="{part_type}"; boundary={boundary}'
+
+
+_RETRIEVE = re.compile(
+    r"^/studies/(?P<study>[0-9.]+)(?:/series/(?P<series>[0-9.]+)(?:/instances/(?P<instance>[0-9.]+))?)?$"
+)
+
+
+def accepts_original(accept: str, transfer_syntaxes: set[str]) -> bool:
+    """Whether an Accept header admits ``application/dicom`` in the stored transfer syntaxes.
+
+    Without a ``transfer-syntax`` parameter the stored syntax is served (and labelled),
+    as Orthanc's DICOMweb plugin does; a specific other syntax cannot be produced here.
+    """
+    if not accept.strip():
+        return True
+    for item in accept.split(","):
+        media, *params = [p.strip() for p in item.split(";")]
+        values = dict(p.split("=", 1) for p in params if "=" in p)
+        values = {k.strip().lower(): v.strip().strip('"') for k, v in values.items()}
+        if values.get("q") in ("0", "0.0", "0.00", "0.000"):
+            continue
+        media = media.lower()
+        if media in ("*/*", "multipart/*"):
+            return True
+        if media == "multipart/related" and values.get("type", "application/dicom").lower() not in (
+            "application/dicom", "*/*"):
+            continue
+        if media not in ("multipart/related", "application/dicom"):
+            continue
+        wanted = values.get("transfer-syntax", "")
+        if not wanted or wanted == "*" or transfer_syntaxes <= {wanted}:
+            return True
+    return False
+
+
+class OriginalRetriever:
+    """WADO-RS retrieval of studies, series and instances, answered with the stored files.
+
+    Built here because the DICOMweb plugin's multipart answer with several parts cannot
+    cross an internal REST call (Orthanc 1.10.1 fails it with "Internal error").
+    """
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def instances(self, study: str, series: str, instance: str) -> list[str]:
+        """Orthanc identifiers of the instances addressed, in series/instance order."""
+        if instance:
+            found = self._host.lookup_instance(instance)
+            return [found] if found else []
+        if series:
+            found = self._host.lookup_series(series)
+            uri = f"/series/{found}/instances" if found else ""
+        else:
+            found = self._host.lookup_study(study)
+            uri = f"/studies/{found}/instances" if found else ""
+        if not uri:
+            return []
+        items = self._host.rest_get_json(uri)
+
+        def order(item: dict[str, Any]) -> tuple[str, int, str]:
+            number = str(item.get("MainDicomTags", {}).get("InstanceNumber", "0")).strip()
+            return (str(item.get("ParentSeries", "")), int(number) if number.isdigit() else 0, str(item["ID"]))
+
+        return [str(item["ID"]) for item in sorted(items, key=order)]
+
+    def transfer_syntax(self, instance_id: str) -> str:
+        return self._host.rest_get(f"/instances/{instance_id}/metadata/TransferSyntax").decode().strip()
+
+    def handle(self, request: Request, rest: str) -> Response | None:
+        match = _RETRIEVE.match(rest)
+        if match is None:
+            return None
+        ids = self.instances(match["study"], match["series"] or "", match["instance"] or "")
+        if not ids:
+            raise HttpError(404, "no such resource")
+        syntaxes = {instance_id: self.transfer_syntax(instance_id) for instance_id in ids}
+        if not accepts_original(request.headers.get("accept", ""), set(syntaxes.values())):
+            raise HttpError(406, "only the stored transfer syntax can be served for this resource")
+        parts = [
+            (f"application/dicom; transfer-syntax={syntaxes[i]}", self._host.rest_get(f"/instances/{i}/file"))
+            for i in ids
+        ]
+        body, content_type = multipart_related(parts, "application/dicom")
+        return Response(200, body, content_type)
+
+
+class DicomWebFront:
+    def __init__(self, host: Host, gate: Gate) -> None:
+        self._host = host
+        self._gate = gate
+        self.retrieve: RetrieveHandler = OriginalRetriever(host)
+        self.on_stored: Callable[[str], None] | None = None
+
+    def handle(self, request: Request) -> Response:
+        rest = request.path[len(PUBLIC_ROOT):]
+        try:
+            if request.method == "GET" and rest in ("/studies", "/series", "/instances"):
+                return self._search(request, rest)
+            if request.method == "POST" and rest.startswith("/studies"):
+                return self._stow(request, rest)
+            if request.method == "GET":
+                answer = self.retrieve.handle(request, rest)
+                if answer is not None:
+                    return answer
+                return self._forward_get(request, rest)
+            return self._forward_admin(request, rest)
+        except OrthancCallError as exc:
+            self._host.log_warning(f"NeuroNova DICOMweb: {request.method} {request.path}: {exc}")
+            return error_response(exc.status if 400 <= exc.status < 600 else 502, "DICOMweb request failed")
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+
+    # -- QIDO-RS --------------------------------------------------------------------------
+
+    def _search(self, request: Request, rest: str) -> Response:
+        identity = caller(self._gate, request)
+        visibility = self._gate.visibility(identity)
+        query = dict(request.query)
+        query.pop("token", None)
+        if visibility.everything:
+            return self._json_answer(request, self._internal_get(rest, query))
+        limit = _bounded_int(query.pop("limit", ""), "limit")
+        offset = _bounded_int(query.pop("offset", ""), "offset") or 0
+        narrowed = _narrow(query, visibility)
+        if narrowed is None:
+            return Response(200, b"[]", DICOM_JSON)
+        results = json.loads(self._internal_get(rest, narrowed) or b"[]")
+        # Defence in depth: whatever the narrowing did, only permitted studies go out.
+        allowed = [r for r in results if _tag_value(r, STUDY_UID) in visibility.studies]
+        page = allowed[offset:offset + limit] if limit else allowed[offset:]
+        return self._json_answer(request, json.dumps(page).encode())
+
+    def _internal_get(self, rest: str, query: dict[str, str]) -> bytes:
+        uri = INTERNAL_ROOT + rest + ("?" + urlencode(query) if query else "")
+        return self._host.rest_get(uri, after_plugins=True)
+
+    def _json_answer(self, request: Request, body: bytes) -> Response:
+        return Response(200, self._public_urls(request, body), DICOM_JSON)
+
+    def _public_urls(self, request: Request, body: bytes) -> bytes:
+        # The DICOMweb plugin writes RetrieveURL / BulkDataURI for the root it is mounted on
+        # and, on internal calls, for a host it guesses: point them at what the caller used.
+        headers = request.headers
+        host = headers.get("x-forwarded-host") or headers.get("host") or "localhost"
+        scheme = headers.get("x-forwarded-proto") or "http"
+        if not _SAFE_HOST.match(host) or scheme not in ("http", "https"):
+            host, scheme = "localhost", "http"
+        return _INTERNAL_URL.sub(f"{scheme}://{host}{PUBLIC_ROOT}/".encode(), body)
+
+    # -- WADO-RS --------------------------------------------------------------------------
+
+    def _forward_get(self, request: Request, rest: str) -> Response:
+        query = {k: v for k, v in request.query.items() if k != "token"}
+        body = self._internal_get(rest, query)
+        tail = rest.rsplit("/", 1)[-1]
+        if rest.endswith(("/metadata", "/series", "/instances")) or tail == "":
+            return self._json_answer(request, body)
+        if "/frames/" in rest and not rest.endswith(("/rendered", "/thumbnail")):
+            return Response(200, body, _multipart_type(body, "application/octet-stream"))
+        if "/bulk/" in rest:
+            return Response(200, body, _multipart_type(body, "application/octet-stream"))
+        if rest.endswith(("/rendered", "/thumbnail")):
+            return Response(200, body, _sniff_image(body))
+        return Response(200, body, _multipart_type(body, "application/dicom"))
+
+    def _forward_admin(self, request: Request, rest: str) -> Response:
+        identity = caller(self._gate, request)
+        if not identity.is_admin:  # the filter already refused; this is belt and braces
+            raise HttpError(403, "admin only")
+        uri = INTERNAL_ROOT + rest
+        if request.method == "DELETE":
+            self._host.rest_delete(uri)
+            return Response(200, b"{}", "application/json")
+        if request.method == "PUT":
+            return Response(200, self._host.rest_put(uri, request.body), "application/json")
+        return Response(200, self._host.rest_post(uri, request.body, after_plugins=True), "application/json")
+
+    # -- STOW-RS --------------------------------------------------------------------------
+
+    def _stow(self, request: Request, rest: str) -> Response:
+        """Store each part through Orthanc's core (the internal call cannot carry the
+        multipart Content-Type header the DICOMweb plugin would need)."""
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/related"):
+            raise HttpError(415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"')
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + request.body
+        )
+        if not message.is_multipart():
+            raise HttpError(400, "the multipart body could not be parsed")
+        study_in_path = rest.removeprefix("/studies").removeprefix("/")
+        stored: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for part in message.iter_parts():
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes) or part.get_content_type() != "application/dicom":
+                failed.append({"00081197": {"vr": "US", "Value": [0xC000]}})
+                continue
+            try:
+                answer = json.loads(self._host.rest_post("/instances", payload))
+            except OrthancCallError:
+                failed.append({"00081197": {"vr": "US", "Value": [0xC000]}})
+                continue
+            tags = self._host.rest_get_json(f"/instances/{answer['ID']}/simplified-tags")
+            if study_in_path and tags.get("StudyInstanceUID") != study_in_path:
+                # PS3.18: instances of another study are refused when a study is named.
+                self._host.rest_delete(f"/instances/{answer['ID']}") if answer.get("Status") == "Success" else None
+                failed.append(_sop_ref(tags, 0xA900))
+                continue
+            stored.append({**_sop_ref(tags), "00081190": {"vr": "UR", "Value": [
+                f"{PUBLIC_ROOT}/studies/{tags['StudyInstanceUID']}/series/{tags['SeriesInstanceUID']}"
+                f"/instances/{tags['SOPInstanceUID']}"]}})
+            if self.on_stored is not None:
+                self.on_stored(str(answer["ID"]))
+        body: dict[str, Any] = {}
+        if stored:
+            body["00081199"] = {"vr": "SQ", "Value": stored}
+        if failed:
+            body["00081198"] = {"vr": "SQ", "Value": failed}
+        status = 200 if stored and not failed else (202 if stored else 409)
+        return Response(status, json.dumps(body).encode(), DICOM_JSON)
+
+
+def _sop_ref(tags: dict[str, Any], failure: int | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {
+        "00081150": {"vr": "UI", "Value": [tags.get("SOPClassUID", "")]},
+        "00081155": {"vr": "UI", "Value": [tags.get("SOPInstanceUID", "")]},
+    }
+    if failure is not None:
+        ref["00081197"] = {"vr": "US", "Value": [failure]}
+    return ref
+
+
+def _bounded_int(raw: str, name: str) -> int:
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise HttpError(400, f"{name} must be a non-negative integer") from exc
+    if value < 0:
+        raise HttpError(400, f"{name} must be a non-negative integer")
+    return value
+
+
+def _narrow(query: dict[str, str], visibility: Visibility) -> dict[str, str] | None:
+    """Add the permitted study list to a search, or None when nothing can match."""
+    permitted = visibility.studies
+    asked = query.get("StudyInstanceUID") or query.get(STUDY_UID)
+    if asked:
+        wanted = {u for u in asked.replace("\\", ",").split(",") if u}
+        permitted = frozenset(wanted & permitted)
+    if not permitted:
+        return None
+    narrowed = {k: v for k, v in query.items() if k not in ("StudyInstanceUID", STUDY_UID)}
+    # UID list matching: DICOMweb 1.7 takes comma-separated lists (PS3.18), not backslashes.
+    narrowed["StudyInstanceUID"] = ",".join(sorted(permitted))
+    # The post-filter reads each answer's StudyInstanceUID: make sure it is included.
+    fields = [f for f in narrowed.get("includefield", "").split(",") if f]
+    if "all" not in fields and STUDY_UID not in fields and "StudyInstanceUID" not in fields:
+        narrowed["includefield"] = ",".join([*fields, STUDY_UID])
+    return narrowed

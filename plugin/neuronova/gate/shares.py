@@ -1,0 +1,63 @@
+"""Share links: short-lived, read-only tokens for one study, signed by the plugin, revocable."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from ..store import Database
+from ..store.schema import shares as shares_table
+from .tokens import PluginSigner
+
+
+@dataclass(frozen=True)
+class Share:
+    id: str
+    study_uid: str
+    created_by: str
+    created_at: float
+    expires_at: float
+    revoked_at: float | None
+
+
+class ShareRegistry:
+    def __init__(self, db: Database, signer: PluginSigner) -> None:
+        self._db = db
+        self._signer = signer
+        self._lock = threading.Lock()
+        with db.engine.connect() as connection:
+            rows = connection.execute(
+                select(shares_table.c.id).where(shares_table.c.revoked_at.is_not(None))
+            ).all()
+        self._revoked = {row.id for row in rows}
+
+    def create(self, study_uid: str, created_by: str, ttl_seconds: int) -> tuple[Share, str]:
+        share_id = secrets.token_urlsafe(16)
+        now = time.time()
+        share = Share(share_id, study_uid, created_by, now, now + ttl_seconds, None)
+        with self._db.engine.begin() as connection:
+            connection.execute(insert(shares_table).values(**share.__dict__))
+        token = self._signer.mint(
+            "share", {"sub": f"share:{share_id}", "jti": share_id, "study": study_uid, "by": created_by}, ttl_seconds
+        )
+        return share, token
+
+    def get(self, share_id: str) -> Share | None:
+        with self._db.engine.connect() as connection:
+            row = connection.execute(select(shares_table).where(shares_table.c.id == share_id)).first()
+        return Share(**row._mapping) if row else None
+
+    def revoke(self, share_id: str) -> None:
+        with self._lock:
+            self._revoked.add(share_id)  # effective for the next request, before the write
+            with self._db.engine.begin() as connection:
+                connection.execute(
+                    update(shares_table).where(shares_table.c.id == share_id).values(revoked_at=time.time())
+                )
+
+    def is_revoked(self, share_id: str) -> bool:
+        return share_id in self._revoked

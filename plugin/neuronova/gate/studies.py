@@ -1,0 +1,145 @@
+"""What the gate needs to know about studies, read from Orthanc and cached.
+
+The hierarchy (which study a series or instance belongs to) never changes, so it is cached
+for long; the facts a decision reads (PatientID, physician names) are cached briefly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ..errors import OrthancCallError
+from ..host import Host
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_WILDCARDS = set("*?\\")
+
+
+class TtlCache(Generic[K, V]):
+    """A bounded LRU map whose entries expire."""
+
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size, self._ttl, self._clock = size, ttl, clock
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            if entry[0] < self._clock():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: K, value: V, ttl: float | None = None) -> None:
+        with self._lock:
+            self._data[key] = (self._clock() + (self._ttl if ttl is None else ttl), value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    study_uid: str
+    orthanc_id: str
+    patient_id: str
+    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # keyword -> values
+
+
+def normalize_name(value: str) -> str:
+    """Person names compare case-insensitively, ignoring empty trailing components."""
+    return "^".join(part.strip() for part in value.split("=")[0].split("^")).rstrip("^").upper()
+
+
+def is_literal(value: str) -> bool:
+    """A claim used in an Orthanc query must not be a wildcard pattern."""
+    return bool(value) and not (_WILDCARDS & set(value))
+
+
+class StudyDirectory:
+    def __init__(self, host: Host, attributes: Iterable[str], facts_ttl: float) -> None:
+        self._host = host
+        self._attributes = tuple(dict.fromkeys(attributes))
+        self._facts: TtlCache[str, StudyFacts | None] = TtlCache(20000, facts_ttl)
+        self._parents: TtlCache[tuple[str, str], str] = TtlCache(200000, 3600.0)
+
+    def facts(self, study_uid: str) -> StudyFacts | None:
+        cached = self._facts.get(study_uid)
+        if cached is not None:
+            return cached
+        facts = self._load(study_uid)
+        # Unknown studies are remembered only briefly: they may arrive any moment.
+        self._facts.put(study_uid, facts, None if facts else 1.0)
+        return facts
+
+    def _load(self, study_uid: str) -> StudyFacts | None:
+        orthanc_id = self._host.lookup_study(study_uid)
+        if orthanc_id is None:
+            return None
+        try:
+            study = self._host.rest_get_json(f"/studies/{orthanc_id}")
+        except OrthancCallError:
+            return None
+        main = {**study.get("PatientMainDicomTags", {}), **study.get("MainDicomTags", {})}
+        values: dict[str, tuple[str, ...]] = {}
+        missing = [a for a in self._attributes if a not in main]
+        if missing and study.get("Series"):
+            # Not an Orthanc main tag (e.g. NameOfPhysiciansReadingStudy): read one instance.
+            try:
+                instances = self._host.rest_get_json(f"/studies/{orthanc_id}/instances")
+                if instances:
+                    tags = json.loads(self._host.rest_get(f"/instances/{instances[0]['ID']}/simplified-tags"))
+                    main.update({a: tags[a] for a in missing if isinstance(tags.get(a), str)})
+            except OrthancCallError:
+                pass
+        for attribute in self._attributes:
+            raw = main.get(attribute, "")
+            values[attribute] = tuple(v for v in str(raw).split("\\") if v) if raw else ()
+        return StudyFacts(study_uid, orthanc_id, str(main.get("PatientID", "")), values)
+
+    def invalidate(self) -> None:
+        """Drop cached facts (a study arrived, changed or was deleted)."""
+        self._facts.clear()
+
+    def study_of(self, level: str, uid: str) -> str | None:
+        """StudyInstanceUID of a series (``level="series"``) or instance (``"instance"``)."""
+        key = (level, uid)
+        cached = self._parents.get(key)
+        if cached is not None:
+            return cached
+        lookup = self._host.lookup_series if level == "series" else self._host.lookup_instance
+        orthanc_id = lookup(uid)
+        if orthanc_id is None:
+            return None
+        try:
+            study = self._host.rest_get_json(f"/{'series' if level == 'series' else 'instances'}/{orthanc_id}/study")
+        except OrthancCallError:
+            return None
+        study_uid = str(study.get("MainDicomTags", {}).get("StudyInstanceUID", ""))
+        if study_uid:
+            self._parents.put(key, study_uid)
+        return study_uid or None
+
+    def find_studies(self, query: dict[str, str]) -> set[str]:
+        """StudyInstanceUIDs matching an exact (non-wildcard) query, through Orthanc's index."""
+        if not all(is_literal(v) for v in query.values()):
+            return set()
+        body = json.dumps({"Level": "Study", "Query": query, "Expand": True}).encode()
+        answers = json.loads(self._host.rest_post("/tools/find", body))
+        return {a["MainDicomTags"]["StudyInstanceUID"] for a in answers if "StudyInstanceUID" in a.get("MainDicomTags", {})}

@@ -1,0 +1,50 @@
+"""Plain request/response values exchanged between the Orthanc bridge and REST handlers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import HttpError
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request as Orthanc hands it to a plugin route."""
+
+    method: str
+    path: str
+    groups: tuple[str, ...] = ()
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+    ip: str = ""
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError as exc:
+            raise HttpError(400, f"body is not valid JSON: {exc}") from exc
+
+
+@dataclass
+class Response:
+    """What a handler answers; the bridge turns it into Orthanc output calls."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(payload, indent=1).encode(), "application/json")
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+Handler = Callable[[Request], Response]

@@ -1,0 +1,9 @@
+"""The script Orthanc loads (configuration key "PythonScript").
+
+Orthanc puts this folder first on sys.path, so the ``neuronova`` package next to it is
+importable; third-party packages come from the venv on PYTHONPATH (see scripts/run).
+"""
+
+from neuronova.orthanc_bridge import install
+
+APP = install()
