@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from ._http import excerpt
 from .errors import MalformedResponse, PermanentError, TransientError
+from .models import is_uid
 
 #: Refuse series larger than this many voxels by default (float32: 1 GiB).
 DEFAULT_MAX_VOXELS = 256 * 1024 * 1024
@@ -212,6 +213,9 @@ def fetch_series_datasets(
     401/403/404 and other 4xx -> :class:`PermanentError`; 408/429/5xx, connection and
     timeout -> :class:`TransientError`; an undecodable answer -> :class:`MalformedResponse`.
     """
+    for label, uid in (("study", study_instance_uid), ("series", series_instance_uid)):
+        if not is_uid(uid):
+            raise PermanentError(f"the {label} instance UID {uid!r} is not a DICOM UID")
     # A fresh session per fetch: DICOMwebClient writes its headers (our token) into the
     # session, and a token is valid for one study only.
     with requests.Session() as session:

@@ -160,7 +160,9 @@ class StubDicomWeb(ThreadingHTTPServer):
         return f"http://{self.server_address[0]!s}:{self.server_address[1]}/dicom-web"
 
     def start(self) -> StubDicomWeb:
-        self._thread = threading.Thread(target=self.serve_forever, name="stub-dicomweb", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="stub-dicomweb", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -84,9 +84,12 @@ class ReferenceServer(ThreadingHTTPServer):
         with self._counter_lock:
             self.counters[name] += 1
 
-    def start_background(self) -> threading.Thread:
-        """Serve on a daemon thread (tests, embedding); stop with :meth:`stop`."""
-        thread = threading.Thread(target=self.serve_forever, name="reference-service", daemon=True)
+    def start_background(self, poll_interval: float = 0.05) -> threading.Thread:
+        """Serve on a daemon thread (tests, embedding); stop with :meth:`stop` (which waits up
+        to ``poll_interval`` seconds for the serving loop to notice)."""
+        thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": poll_interval}, name="reference-service", daemon=True
+        )
         thread.start()
         self._thread = thread
         return thread

@@ -162,10 +162,10 @@ def install() -> Any:
 
     def request_filter(uri: str, **kwargs: Any) -> bool:
         try:
-            return app.allow_request(
+            return bool(app.allow_request(
                 uri, int(kwargs.get("method", 0)), str(kwargs.get("ip", "")),
                 kwargs.get("headers", {}), kwargs.get("get", {}),
-            )
+            ))
         except Exception:  # noqa: BLE001 - fail closed
             return False
 

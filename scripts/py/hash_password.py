@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugin"))
 
-from neuronova.gate.passwords import hash_password  # noqa: E402
+from neuronova.gate.passwords import hash_password
 
 if __name__ == "__main__":
     password = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.readline().rstrip("\n")

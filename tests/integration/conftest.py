@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pynetdicom import AE, StoragePresentationContexts
 
 from tests.support.dicom_factory import Study, make_study
+from tests.support.jwks_server import JwksServer
 from tests.support.orthanc_server import OrthancServer, free_port, start_orthanc
 
 JWT_SECRET = "integration-secret-0123456789abcdefghijklmnop"
@@ -40,6 +41,7 @@ class World:
     b: Study  # PAT-001, read by WILSON^JAMES
     c: Study  # PAT-002, no physicians; sent by C-STORE
     scu_port: int
+    jwks: JwksServer
 
     @property
     def base(self) -> str:
@@ -95,7 +97,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
     pem_path = Path(data) / "idp-public.pem"
     pem_path.write_bytes(keys.rsa_public_pem)
     scu_port = free_port()
-    server = start_orthanc(data, env={
+    jwks = JwksServer()
+    jwks.add_key("kid-1")
+    server = start_orthanc(data, overlay={"NeuroNova": {"Gate": {"JwksMinRefreshSeconds": 2}}}, env={
+        "NEURONOVA_JWKS_URL": jwks.url,
         "NEURONOVA_JWT_SECRET": JWT_SECRET,
         "NEURONOVA_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "NEURONOVA_JWT_ISSUER": ISSUER,
@@ -115,6 +120,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Worl
                 answer = requests.post(server.base + "/instances", data=blob, auth=server.admin, timeout=30)
                 assert answer.status_code == 200, answer.text
         assert c_store(server.dicom_port, c) == [0] * len(c.instances)
-        yield World(server, keys, a, b, c, scu_port)
+        yield World(server, keys, a, b, c, scu_port, jwks)
     finally:
         server.stop()
+        jwks.close()

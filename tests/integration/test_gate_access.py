@@ -146,7 +146,7 @@ def test_non_admins_cannot_reach_core_explorer_or_admin_routes(world: World) -> 
     # Dot segments sent raw (requests would normalise them away): never an escape.
     for raw in (f"/dicom-web/studies/{world.a.study_uid}/../../../system",
                 f"/dicom-web/studies/{world.a.study_uid}/%2e%2e/%2e%2e/%2e%2e/system",
-                f"/wado/../system", "//system"):
+                "/wado/../system", "//system"):
         connection = http.client.HTTPConnection("127.0.0.1", world.server.http_port, timeout=10)
         connection.request("GET", raw, headers={"Authorization": f"Bearer {token}"})
         status = connection.getresponse().status
@@ -251,9 +251,9 @@ def test_dicomweb_client_reads_permitted_study(world: World) -> None:
 
 
 def test_dicom_network_for_configured_modalities(world: World) -> None:
+    from pydicom.dataset import Dataset
     from pynetdicom import AE
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
-    from pydicom.dataset import Dataset
 
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)

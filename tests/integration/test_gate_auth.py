@@ -10,6 +10,7 @@ import time
 
 import jwt
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .conftest import ADMIN_PASSWORD, JWT_SECRET, World
 
@@ -134,3 +135,26 @@ def test_unknown_role_sees_nothing(world: World) -> None:
     token = world.token("someone", "janitor")
     assert world.get(ME, token).json()["studies"] == []
     assert world.get(f"/dicom-web/studies/{world.a.study_uid}/metadata", token).status_code == 403
+
+
+def test_jwks_keys_rotation_and_rate_limit(world: World) -> None:
+    jwks = world.jwks
+    token = world.token("idp-user", "admin", key=jwks.keys["kid-1"], algorithm="RS256", headers={"kid": "kid-1"})
+    assert world.get("/system", token).status_code == 200
+    # the provider rotates: a new kid appears and is fetched on first sight
+    time.sleep(2.1)
+    jwks.add_key("kid-2")
+    token2 = world.token("idp-user2", "admin", key=jwks.keys["kid-2"], algorithm="RS256", headers={"kid": "kid-2"})
+    assert world.get("/system", token2).status_code == 200
+    # a flood of unknown kids does not hammer the provider (one fetch per 2 s at most)
+    time.sleep(2.1)
+    before = jwks.fetches
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for n in range(20):
+        forged = world.token(f"x{n}", "admin", key=stranger, algorithm="RS256",
+                             headers={"kid": f"unknown-{n}"})
+        assert world.get("/system", forged).status_code == 403
+    assert jwks.fetches - before <= 2
+    # an RS256 token whose kid is known but whose signature is not the provider's
+    forged = world.token("x", "admin", key=stranger, algorithm="RS256", headers={"kid": "kid-1"})
+    assert world.get("/system", forged).status_code == 403

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .claims import claim_text
@@ -14,8 +14,8 @@ ROLE_PRIORITY = ("admin", "radiologist", "doctor", "patient", "nurse", "lab")
 IMAGE_ROLES = frozenset({"admin", "radiologist", "doctor", "patient"})
 
 
-class Method(str, Enum):
-    TOKEN = "token"  # bearer JWT from the identity provider (or scripts/mint-token)
+class Method(StrEnum):
+    TOKEN = "token"  # noqa: S105 - bearer JWT from the identity provider (or scripts/mint-token)
     BASIC = "basic"  # admin basic auth
     SESSION = "session"  # admin session cookie from the login page
     SHARE = "share"  # plugin-signed share link

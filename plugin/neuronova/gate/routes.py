@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from .. import dicomweb_paths as paths
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     PUBLIC = "public"  # no authentication (health, login page)
     USER = "user"  # any authenticated caller; the handler checks the rest
     SEARCH = "search"  # QIDO across studies: answered filtered by the DICOMweb front
@@ -49,10 +49,13 @@ _STUDY_TREE = re.compile(
     r"(?P<rest>/.*)?$"
 )
 # What may follow a study, series or instance for a study-scoped read (WADO-RS and QIDO).
-_STUDY_REST = re.compile(
-    r"^(?:|/metadata|/rendered|/thumbnail|/series|/instances|/frames/[0-9]+(?:,[0-9]+)*"
-    r"|/frames/[0-9]+(?:,[0-9]+)*/rendered|/frames/[0-9]+(?:,[0-9]+)*/thumbnail|/bulk/[0-9A-Fa-f./]+)$"
-)
+_COMMON = r"|/metadata|/rendered|/thumbnail|/bulk/[0-9A-Fa-f./]+"
+_FRAMES = r"/frames/[0-9]+(?:,[0-9]+)*"
+_REST_BY_LEVEL = {
+    "study": re.compile(rf"^(?:{_COMMON}|/series|/instances)$"),
+    "series": re.compile(rf"^(?:{_COMMON}|/instances)$"),
+    "instance": re.compile(rf"^(?:{_COMMON}|{_FRAMES}|{_FRAMES}/rendered|{_FRAMES}/thumbnail)$"),
+}
 
 _PLUGIN_PUBLIC = {"/neuronova/health", "/neuronova/login", "/neuronova/logout"}
 _PLUGIN_USER = re.compile(r"^/neuronova/(?:me|shares(?:/[A-Za-z0-9_-]+)?|ai/jobs(?:/[A-Za-z0-9_-]+(?:/retry)?)?)$")
@@ -72,7 +75,8 @@ def _dicomweb(rest: str, method: str) -> Target:
     tail = tail or ""
     if method == POST and not series and not tail:
         return Target(Scope.STOW, "stow-rs", EVENT_INSTANCES_TRANSFERRED, study=study)
-    if method != GET or not _STUDY_REST.match(tail):
+    level = "instance" if instance else "series" if series else "study"
+    if method != GET or not _REST_BY_LEVEL[level].match(tail):
         return Target(Scope.ADMIN, "dicom-web/other", EVENT_APPLICATION_ACTIVITY)
     if tail in ("/series", "/instances"):
         route, event = "qido-rs/study", EVENT_QUERY
@@ -89,7 +93,7 @@ def classify(uri: str, method: str, wado_query: dict[str, str] | None = None) ->
         return Target(Scope.CLOSED, "dicom-web-internal", EVENT_SECURITY_ALERT)
     if uri == paths.WADO_URI_ROOT:
         query = wado_query or {}
-        if method != GET:
+        if method != GET or not query.get("objectUID"):
             return Target(Scope.ADMIN, "wado-uri", EVENT_APPLICATION_ACTIVITY)
         return Target(
             Scope.STUDY, "wado-uri", EVENT_INSTANCES_ACCESSED,

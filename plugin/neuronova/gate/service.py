@@ -11,8 +11,7 @@ import base64
 import binascii
 import hashlib
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from ..audit import ALLOW, DENY, AuditEvent, AuditWriter
 from ..host import Host
@@ -83,7 +82,7 @@ class Gate:
             return self._cached("bearer", token, self._from_bearer)
         return None
 
-    def _cached(self, kind: str, credential: str, verify: Any) -> Identity:
+    def _cached(self, kind: str, credential: str, verify: Callable[[str], Identity]) -> Identity:
         # Keyed by kind too: a session cookie replayed as a bearer token is a different entry.
         digest = hashlib.sha256(f"{kind} {credential}".encode()).hexdigest()  # no raw secrets as keys
         identity = self._identities.get(digest)
@@ -237,7 +236,7 @@ class Gate:
             try:
                 self._record(identity, ip, method, target, uri, "", DENY, f"gate error: {type(exc).__name__}",
                              EVENT_SECURITY_ALERT)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - the denial stands even if the audit fails
                 pass
             return False
 

@@ -142,4 +142,6 @@ class StudyDirectory:
             return set()
         body = json.dumps({"Level": "Study", "Query": query, "Expand": True}).encode()
         answers = json.loads(self._host.rest_post("/tools/find", body))
-        return {a["MainDicomTags"]["StudyInstanceUID"] for a in answers if "StudyInstanceUID" in a.get("MainDicomTags", {})}
+        return {
+            a["MainDicomTags"]["StudyInstanceUID"] for a in answers if "StudyInstanceUID" in a.get("MainDicomTags", {})
+        }

@@ -118,7 +118,7 @@ class TokenVerifier:
         if not keys:
             raise TokenError(f"no configured key accepts alg {alg}")
         s = self._settings
-        options: dict[str, Any] = {"require": ["exp"], "verify_aud": bool(s.audience)}
+        options: jwt.types.Options = {"require": ["exp"], "verify_aud": bool(s.audience)}
         for key in keys:
             try:
                 claims: dict[str, Any] = jwt.decode(

@@ -13,7 +13,8 @@ HTJ2K changed:
 - Lossy Image Compression: kept when present; set to "01" (with method) only when the
   original's codestreams prove lossy coding (see :mod:`.lossy`).
 - Removed: the original's Extended Offset Table (it described other fragments) and the
-  retired group lengths of groups 0028 and 7FE0 (they would be wrong now).
+  retired group lengths (gggg,0000), which would be wrong now (pydicom 3 drops them all when
+  writing; removing 0028 and 7FE0 here keeps that true whatever pydicom does).
 - An Explicit VR Big Endian original is converted: OW/OF/OL/OD/OV values are byte-swapped;
   UN values cannot be (their structure is unknown), so such an original is refused.
 

@@ -1,0 +1,31 @@
+import time
+from pathlib import Path
+
+from neuronova import audit
+from neuronova.audit import AuditEvent, AuditWriter
+from neuronova.store import open_database
+
+
+def event(n: int, user: str = "u") -> AuditEvent:
+    return AuditEvent(time.time(), user, "doctor", "127.0.0.1", "GET", "wado-rs", f"/x/{n}", "1.2", "allow", "ok",
+                      "110103")
+
+
+def test_writer_batches_and_flushes_everything_on_close(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path}/a.sqlite")
+    writer = AuditWriter(db, capacity=50, batch=20)
+    for n in range(1000):  # more than the queue holds: callers wait, nothing is dropped
+        writer.record(event(n, "u" if n % 2 else "v"))
+    writer.close()
+    assert writer.written == 1000 and writer.failures == 0
+    assert len(audit.query(db, limit=5000)) == 1000
+    assert len(audit.query(db, user="u", limit=5000)) == 500
+    page = audit.query(db, limit=10, offset=990)
+    assert [r["uri"] for r in page] == [f"/x/{n}" for n in range(990, 1000)]
+
+
+def test_time_parsing() -> None:
+    assert audit.parse_time("0") == 0.0
+    assert audit.parse_time("1970-01-01T00:01:00Z") == 60.0
+    assert audit.parse_time("1970-01-01T01:00:00+01:00") == 0.0
+    assert audit.iso_utc(0.5) == "1970-01-01T00:00:00.500Z"

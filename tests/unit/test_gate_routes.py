@@ -1,0 +1,37 @@
+from neuronova.gate.routes import Scope, classify
+
+S, SE, I = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+
+
+def test_dicomweb_routes() -> None:
+    assert classify("/dicom-web/studies", "GET").scope is Scope.SEARCH
+    assert classify("/dicom-web/series", "GET").scope is Scope.SEARCH
+    assert classify("/dicom-web/instances", "GET").scope is Scope.SEARCH
+    assert classify("/dicom-web/studies", "POST").scope is Scope.STOW
+    target = classify(f"/dicom-web/studies/{S}/series/{SE}/instances/{I}/frames/1,3,5", "GET")
+    assert (target.scope, target.study, target.series, target.instance) == (Scope.STUDY, S, SE, I)
+    assert target.route == "wado-rs/frames" and target.event == "110103"
+    assert classify(f"/dicom-web/studies/{S}/series", "GET").event == "110112"
+    for tail in ("", "/metadata", "/rendered", "/series", "/instances"):
+        assert classify(f"/dicom-web/studies/{S}{tail}", "GET").scope is Scope.STUDY
+
+
+def test_everything_unknown_is_admin_or_closed() -> None:
+    for uri, method in (
+        (f"/dicom-web/studies/{S}", "DELETE"), (f"/dicom-web/studies/{S}/frames/1", "GET"),
+        ("/dicom-web/servers", "GET"), (f"/dicom-web/studies/{S}/weird", "GET"), ("/dicom-web/studies/abc", "GET"),
+        (f"/dicom-web/studies/{S}/../../system", "GET"), ("/system", "GET"), ("/app/explorer.html", "GET"),
+        ("/neuronova/audit", "GET"), ("/neuronova/studies/1.2/grants", "POST"), ("/DICOM-WEB/studies", "GET"),
+        ("/wado", "POST"),
+    ):
+        assert classify(uri, method).scope is Scope.ADMIN, uri
+    assert classify("/dicom-web-internal/studies", "GET").scope is Scope.CLOSED
+
+
+def test_wado_uri_and_plugin_routes() -> None:
+    target = classify("/wado", "GET", {"studyUID": S, "objectUID": I})
+    assert (target.scope, target.study, target.instance) == (Scope.STUDY, S, I)
+    assert classify("/neuronova/health", "GET").scope is Scope.PUBLIC
+    assert classify("/neuronova/login", "POST").scope is Scope.PUBLIC
+    assert classify("/neuronova/me", "GET").scope is Scope.USER
+    assert classify("/neuronova/shares/abc_DEF-1", "DELETE").scope is Scope.USER

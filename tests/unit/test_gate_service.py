@@ -1,0 +1,133 @@
+"""The gate's decisions over a fake Host (pure logic; the real thing is in tests/integration)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from neuronova import audit
+from neuronova.audit import AuditWriter
+from neuronova.gate import Gate
+from neuronova.gate import settings as gate_settings
+from neuronova.gate.passwords import hash_password
+from neuronova.store import open_database
+
+from .fakes import FakeHost, FakeStudy
+
+SECRET = "unit-test-secret-0123456789abcdefghijkl"
+GET = 1
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[tuple[Gate, FakeHost, Any]]:
+    host = FakeHost([
+        FakeStudy("1.1", "P1", {"ReferringPhysicianName": "HOUSE^GREGORY"}, {"1.1.1": ["1.1.1.1"]}),
+        FakeStudy("2.2", "P1", {"NameOfPhysiciansReadingStudy": "WILSON^JAMES\\CUDDY^LISA"}, {"2.2.1": ["2.2.1.1"]}),
+        FakeStudy("3.3", "P2", {}, {"3.3.1": ["3.3.1.1"]}),
+    ])
+    db = open_database(f"sqlite:///{tmp_path}/store.sqlite")
+    writer = AuditWriter(db)
+    settings = gate_settings.parse({
+        "Keys": [{"Kind": "secret", "Secret": SECRET, "Algorithms": ["HS256"]}],
+        "SigningSecret": "s" * 40,
+        "AdminUsers": {"admin": hash_password("pw", n=2**10)},
+        "StudyAttributeMatches": [
+            {"Attribute": "ReferringPhysicianName", "Claim": "name", "Relation": "ordering"},
+            {"Attribute": "NameOfPhysiciansReadingStudy", "Claim": "name", "Relation": "reading"},
+        ],
+    })
+    yield Gate(settings, host, db, writer), host, db
+    writer.close()
+
+
+def bearer(role: str, **claims: Any) -> dict[str, str]:
+    payload = {"sub": claims.pop("sub", role), "exp": int(time.time()) + 60, "realm_access": {"roles": [role]},
+               **claims}
+    return {"authorization": "Bearer " + jwt.encode(payload, SECRET, algorithm="HS256")}
+
+
+def allowed(gate: Gate, uri: str, headers: dict[str, str], query: dict[str, str] | None = None) -> bool:
+    return gate.allow_request(uri, GET, "127.0.0.1", headers, query or {})
+
+
+def test_attribute_matches_and_patient_rules(gate: tuple[Gate, FakeHost, Any]) -> None:
+    g, _, _ = gate
+    house = bearer("doctor", name="house^gregory")  # person names compare case-insensitively
+    cuddy = bearer("radiologist", name="CUDDY^LISA")  # one of several reading physicians
+    patient = bearer("patient", patient_id="P1")
+    assert allowed(g, "/dicom-web/studies/1.1/metadata", house)
+    assert not allowed(g, "/dicom-web/studies/2.2/metadata", house)
+    assert allowed(g, "/dicom-web/studies/2.2/metadata", cuddy)
+    assert allowed(g, "/dicom-web/studies/1.1/metadata", patient)
+    assert allowed(g, "/dicom-web/studies/2.2/metadata", patient)
+    assert not allowed(g, "/dicom-web/studies/3.3/metadata", patient)
+    assert not allowed(g, "/dicom-web/studies/9.9/metadata", house)  # unknown looks like forbidden
+    identity = g.authenticate(patient, {}, "GET")
+    assert identity is not None and g.visibility(identity).studies == {"1.1", "2.2"}
+
+
+def test_grants_take_effect_at_once(gate: tuple[Gate, FakeHost, Any]) -> None:
+    g, _, _ = gate
+    doctor = bearer("doctor", sub="dr.grant")
+    assert not allowed(g, "/dicom-web/studies/3.3/series", doctor)
+    g.grants.add("3.3", "dr.grant", "reading", "admin")
+    assert allowed(g, "/dicom-web/studies/3.3/series", doctor)
+    g.grants.remove("3.3", "dr.grant")
+    assert not allowed(g, "/dicom-web/studies/3.3/series", doctor)
+
+
+def test_hierarchy_is_checked(gate: tuple[Gate, FakeHost, Any]) -> None:
+    g, _, _ = gate
+    house = bearer("doctor", name="HOUSE^GREGORY")
+    assert allowed(g, "/dicom-web/studies/1.1/series/1.1.1/instances/1.1.1.1/frames/1", house)
+    assert not allowed(g, "/dicom-web/studies/1.1/series/3.3.1/instances/3.3.1.1/frames/1", house)
+    assert allowed(g, "/wado", house, {"objectUID": "1.1.1.1"})
+    assert not allowed(g, "/wado", house, {"studyUID": "1.1", "objectUID": "3.3.1.1"})
+    assert not allowed(g, "/wado", house, {"studyUID": "1.1"})
+
+
+def test_an_exception_inside_the_gate_denies_and_is_audited(gate: tuple[Gate, FakeHost, Any]) -> None:
+    g, host, db = gate
+    admin = bearer("admin")
+    house = bearer("doctor", name="HOUSE^GREGORY")
+    host.fail = True
+    assert not allowed(g, "/dicom-web/studies/1.1/metadata", house)
+    assert allowed(g, "/system", admin)  # admins need no study facts
+    g.flush_audit()
+    rows = audit.query(db, decision="deny")
+    assert rows[-1]["reason"] == "gate error: RuntimeError" and rows[-1]["event_type"] == "110113"
+    assert any("denied GET /dicom-web/studies/1.1/metadata" in line for line in host.logs)
+
+
+def test_credentials_are_cached_and_basic_auth_is_verified_once(gate: tuple[Gate, FakeHost, Any]) -> None:
+    g, _, _ = gate
+    basic = {"authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+    started = time.perf_counter()
+    for _ in range(200):
+        assert allowed(g, "/system", basic)
+    assert time.perf_counter() - started < 5  # not 200 scrypt computations
+    wrong = {"authorization": "Basic " + base64.b64encode(b"admin:nope").decode()}
+    assert not allowed(g, "/system", wrong)
+    assert not allowed(g, "/system", {"authorization": "Digest abc"})
+    assert not allowed(g, "/system", {"authorization": "Basic !!!"})
+
+
+def test_share_identity_is_bound_to_one_study_and_revocable(gate: tuple[Gate, FakeHost, Any]) -> None:
+    g, _, _ = gate
+    share, token = g.shares.create("1.1", "dr.house", 600)
+    headers = {"authorization": f"Bearer {token}"}
+    assert allowed(g, "/dicom-web/studies/1.1/metadata", headers)
+    assert not allowed(g, "/dicom-web/studies/2.2/metadata", headers)
+    assert not allowed(g, "/system", headers)
+    assert not g.allow_request("/dicom-web/studies", 2, "127.0.0.1", headers, {})  # read-only
+    identity = g.authenticate(headers, {}, "GET")
+    assert identity is not None and g.visibility(identity).studies == {"1.1"}
+    g.shares.revoke(share.id)
+    assert not allowed(g, "/dicom-web/studies/1.1/metadata", headers)
+    assert not allowed(g, "/neuronova/me", headers)
