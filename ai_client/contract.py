@@ -47,14 +47,10 @@ class ContractClient:
         self._pool = SessionPool(session)
 
     def infer(self, request: InferenceRequest) -> InferenceResult:
-        answer = exchange(
-            self._pool, "POST", f"{self.base_url}/inference", self.options, json_body=request.to_json()
-        )
+        answer = exchange(self._pool, "POST", f"{self.base_url}/inference", self.options, json_body=request.to_json())
         result = InferenceResult.from_json(answer, max_mask_pixels=self.max_mask_pixels)
         if result.model_type is not None and result.model_type != request.model_type:
-            raise MalformedResponse(
-                f"the answer is for model {result.model_type!r}, not {request.model_type!r}"
-            )
+            raise MalformedResponse(f"the answer is for model {result.model_type!r}, not {request.model_type!r}")
         return result
 
     def health(self) -> Mapping[str, Any]:

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import requests
 from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from ._http import excerpt
 from .errors import MalformedResponse, PermanentError, TransientError
@@ -109,10 +110,9 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     return None if spacing is None else (spacing[0], spacing[1])
 
 
-def volume_from_datasets(
-    datasets: Sequence[Dataset], *, max_voxels: int = DEFAULT_MAX_VOXELS
-) -> SeriesVolume:
-    """Build the sorted volume of one series from its instances (single- or multi-frame)."""
+def volume_from_datasets(datasets: Sequence[Dataset], *, max_voxels: int = DEFAULT_MAX_VOXELS) -> SeriesVolume:
+    """Build the sorted volume of one series from its instances (single- or multi-frame).
+    Instances without pixel data (e.g. a stray SR in the series) are left out."""
     if not datasets:
         raise UnsupportedSeries("the series has no instances")
     images = [ds for ds in datasets if "PixelData" in ds]
@@ -139,10 +139,11 @@ def volume_from_datasets(
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
         try:
             arr = ds.pixel_array
-        except Exception as exc:  # pydicom raises many types for missing decoders/bad data
+        except Exception as exc:  # pydicom raises many types for missing decoders or bad data
+            meta = getattr(ds, "file_meta", None)
+            syntax = meta.get("TransferSyntaxUID", "?") if meta is not None else "?"
             raise UnsupportedSeries(
-                f"cannot decode the pixels of {ds.get('SOPInstanceUID', '?')} "
-                f"({ds.file_meta.get('TransferSyntaxUID', '?') if hasattr(ds, 'file_meta') else '?'}): {exc}"
+                f"cannot decode the pixels of {ds.get('SOPInstanceUID', '?')} ({syntax}): {exc}"
             ) from exc
         arr = np.asarray(arr).reshape(n_frames, rows, columns)
         instance_number = int(ds.get("InstanceNumber", 0) or 0)
@@ -159,9 +160,11 @@ def volume_from_datasets(
 
     normal: npt.NDArray[np.float64] | None = None
     first = orientations[0]
-    if first is not None and all(
-        o is not None and np.allclose(o, first, atol=1e-3) for o in orientations
-    ) and all(r.position is not None for r in refs):
+    if (
+        first is not None
+        and all(o is not None and np.allclose(o, first, atol=1e-3) for o in orientations)
+        and all(r.position is not None for r in refs)
+    ):
         row_dir = np.array(first[:3], dtype=np.float64)
         col_dir = np.array(first[3:], dtype=np.float64)
         normal = np.cross(row_dir, col_dir)
@@ -228,25 +231,19 @@ def fetch_series_datasets(
         client.set_http_retry_params(retry=False)
         where = f"DICOMweb {dicomweb_url} series {series_instance_uid}"
         try:
-            datasets = client.retrieve_series(
-                study_instance_uid, series_instance_uid, media_types=media_types
-            )
+            datasets = client.retrieve_series(study_instance_uid, series_instance_uid, media_types=media_types)
         except requests.exceptions.HTTPError as exc:
             response = exc.response
             status = None if response is None else response.status_code
             body = b"" if response is None else response.content
             if status is not None and (status in (408, 429) or status >= 500):
-                raise TransientError(
-                    f"{where}: answered {status}", status=status, body_excerpt=excerpt(body)
-                ) from exc
-            raise PermanentError(
-                f"{where}: answered {status}", status=status, body_excerpt=excerpt(body)
-            ) from exc
+                raise TransientError(f"{where}: answered {status}", status=status, body_excerpt=excerpt(body)) from exc
+            raise PermanentError(f"{where}: answered {status}", status=status, body_excerpt=excerpt(body)) from exc
         except requests.exceptions.SSLError as exc:
             raise PermanentError(f"{where}: TLS failure: {exc}") from exc
         except requests.exceptions.RequestException as exc:
             raise TransientError(f"{where}: {exc}") from exc
-        except (ValueError, KeyError, EOFError) as exc:
+        except (ValueError, KeyError, EOFError, InvalidDicomError) as exc:
             raise MalformedResponse(f"{where}: undecodable answer: {exc}") from exc
     if not datasets:
         raise PermanentError(f"{where}: the series has no instances", status=200)
@@ -277,7 +274,5 @@ def fetch_series_volume(
     )
     volume = volume_from_datasets(datasets, max_voxels=max_voxels)
     if volume.series_instance_uid != series_instance_uid:
-        raise MalformedResponse(
-            f"DICOMweb returned series {volume.series_instance_uid}, not {series_instance_uid}"
-        )
+        raise MalformedResponse(f"DICOMweb returned series {volume.series_instance_uid}, not {series_instance_uid}")
     return volume, datasets

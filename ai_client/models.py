@@ -174,9 +174,7 @@ class InferenceResult:
         if seg_uid is not None and not is_uid(seg_uid):
             raise MalformedResponse("segmentation_sop_instance_uid is not a DICOM UID")
         seg_frame = obj.get("segmentation_frame_number")
-        if seg_frame is not None and (
-            not isinstance(seg_frame, int) or isinstance(seg_frame, bool) or seg_frame < 1
-        ):
+        if seg_frame is not None and (not isinstance(seg_frame, int) or isinstance(seg_frame, bool) or seg_frame < 1):
             raise MalformedResponse("segmentation_frame_number must be an integer >= 1")
 
         frames: list[SegmentationFrame] = []
@@ -200,9 +198,7 @@ class InferenceResult:
                     raise MalformedResponse(f"{where} repeats frame {number} of {uid}")
                 seen.add((uid, number))
                 mask_text = item.get("mask")
-                frames.append(
-                    SegmentationFrame(uid, number, _mask(mask_text, f"{where}.mask", max_mask_pixels))
-                )
+                frames.append(SegmentationFrame(uid, number, _mask(mask_text, f"{where}.mask", max_mask_pixels)))
 
         details = obj.get("details", {})
         if details is None:
@@ -230,9 +226,7 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _string(
-    obj: Mapping[str, Any], name: str, *, required: bool, where: str = ""
-) -> str | None:
+def _string(obj: Mapping[str, Any], name: str, *, required: bool, where: str = "") -> str | None:
     label = f"{where}.{name}" if where else name
     if name not in obj or obj[name] is None:
         if required:

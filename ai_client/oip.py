@@ -29,7 +29,7 @@ import numpy.typing as npt
 import requests
 
 from ._http import HttpOptions, SessionPool, exchange
-from .dicomweb import DEFAULT_MAX_VOXELS, SeriesVolume, fetch_series_volume
+from .dicomweb import DEFAULT_MAX_VOXELS, SeriesVolume, UnsupportedSeries, fetch_series_volume
 from .errors import MalformedResponse, PermanentError, TransientError
 from .models import InferenceRequest, InferenceResult, SegmentationFrame
 
@@ -226,8 +226,7 @@ def parse_infer_answer(
             raise MalformedResponse(f"mask output {m.mask!r} has {data.size} values, expected {d}x{h}x{w}")
         masks = (data > m.mask_threshold).reshape(d, h, w)
         frames = tuple(
-            SegmentationFrame(ref.sop_instance_uid, ref.frame_number, masks[i])
-            for i, ref in enumerate(volume.frames)
+            SegmentationFrame(ref.sop_instance_uid, ref.frame_number, masks[i]) for i, ref in enumerate(volume.frames)
         )
         key = int(np.argmax(masks.reshape(d, -1).sum(axis=1)))
         key_mask, key_ref = masks[key], volume.frames[key]
@@ -267,6 +266,7 @@ class OipClient:
         fetch_volume: VolumeFetcher | None = None,
         dicomweb_read_timeout: float = 120.0,
         max_voxels: int = DEFAULT_MAX_VOXELS,
+        max_input_elements: int = 32 * 1024 * 1024,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -284,6 +284,7 @@ class OipClient:
         self._dicomweb_connect_timeout = connect_timeout
         self._dicomweb_read_timeout = dicomweb_read_timeout
         self._max_voxels = max_voxels
+        self.max_input_elements = max_input_elements
 
     # ------------------------------------------------------------------ URLs
 
@@ -323,6 +324,13 @@ class OipClient:
         config = self.models.get(model_type)
         if config is None:
             raise PermanentError(f"no OIP model configured for model_type {model_type!r}")
+        d, h, w = volume.shape
+        if d * h * w > self.max_input_elements:
+            # JSON tensors cost ~10-20 bytes per element; past this a model needs the binary
+            # tensor extension or a resampled input, which this client does not do.
+            raise UnsupportedSeries(
+                f"{d}x{h}x{w} voxels exceed max_input_elements={self.max_input_elements} for a JSON tensor"
+            )
         request_id = uuid.uuid4().hex
         started = time.monotonic()
         answer = exchange(
@@ -333,9 +341,7 @@ class OipClient:
             json_body=build_infer_body(volume, config, request_id),
             what=f"OIP model {config.model_name}",
         )
-        result = parse_infer_answer(
-            answer, volume, config, job_id=request_id, elapsed=time.monotonic() - started
-        )
+        result = parse_infer_answer(answer, volume, config, job_id=request_id, elapsed=time.monotonic() - started)
         return replace(result, model_type=model_type)
 
     # ------------------------------------------------------------------ health, metadata
@@ -344,8 +350,9 @@ class OipClient:
         """``GET /v2/health/ready``: True on 2xx; False when the server is unreachable or
         answers an error (a readiness probe should not raise)."""
         try:
-            exchange(self._pool, "GET", f"{self.base_url}/v2/health/ready", self.options,
-                     what="OIP server", allow_empty=True)
+            exchange(
+                self._pool, "GET", f"{self.base_url}/v2/health/ready", self.options, what="OIP server", allow_empty=True
+            )
         except (TransientError, PermanentError):
             return False
         return True
@@ -356,8 +363,14 @@ class OipClient:
         if config is None:
             return False
         try:
-            exchange(self._pool, "GET", self._model_url(config.model_name, config.model_version) + "/ready",
-                     self.options, what="OIP server", allow_empty=True)
+            exchange(
+                self._pool,
+                "GET",
+                self._model_url(config.model_name, config.model_version) + "/ready",
+                self.options,
+                what="OIP server",
+                allow_empty=True,
+            )
         except (TransientError, PermanentError):
             return False
         return True

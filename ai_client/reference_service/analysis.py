@@ -46,9 +46,7 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "stroke_risk": ModelSpec("stroke_risk", sd_multiplier=2.0, reference_burden=0.03, burden_scale=0.01),
-    "tumor_detection": ModelSpec(
-        "tumor_detection", sd_multiplier=3.0, reference_burden=0.01, burden_scale=0.004
-    ),
+    "tumor_detection": ModelSpec("tumor_detection", sd_multiplier=3.0, reference_burden=0.01, burden_scale=0.004),
 }
 
 
@@ -78,7 +76,7 @@ class Analysis:
 def otsu_threshold(values: FloatArray, bins: int = 256) -> float:
     """Otsu's threshold: the value maximising the between-class variance of the histogram.
     Voxels strictly above it are foreground."""
-    flat = np.asarray(values, dtype=np.float64).ravel()
+    flat = np.asarray(values).ravel()
     if flat.size == 0:
         raise ValueError("no values")
     low, high = float(flat.min()), float(flat.max())
@@ -194,19 +192,37 @@ def _label_runs(mask: BoolArray, connectivity: Literal[4, 8]) -> _Runs:
 
 def _paint(shape: tuple[int, int, int], runs: _Runs, keep: BoolArray) -> BoolArray:
     slices, rows, columns = shape
-    marks = np.zeros((slices * rows, columns + 1), dtype=np.int32)
+    # runs of one line never overlap, so the running sum is 0 or 1: int8 is enough
+    marks = np.zeros((slices * rows, columns + 1), dtype=np.int8)
     np.add.at(marks, (runs.line[keep], runs.start[keep]), 1)
     np.add.at(marks, (runs.line[keep], runs.end[keep]), -1)
-    return (np.cumsum(marks, axis=1)[:, :columns] > 0).reshape(shape)
+    return (np.cumsum(marks, axis=1, dtype=np.int8)[:, :columns] > 0).reshape(shape)
+
+
+#: Label at most this many voxels at once (bounds the temporary arrays to a few hundred MB).
+CHUNK_VOXELS = 8 * 1024 * 1024
+
+
+def _chunks(volume: BoolArray) -> list[slice]:
+    per_slice = max(1, volume.shape[1] * volume.shape[2])
+    step = max(1, CHUNK_VOXELS // per_slice)
+    return [slice(i, i + step) for i in range(0, volume.shape[0], step)]
 
 
 def largest_component(mask: BoolArray, connectivity: Literal[4, 8] = 4) -> BoolArray:
     """Per slice, the largest connected component of ``mask`` (ties: the one met first in
     raster order). Accepts (rows, columns) or (slices, rows, columns)."""
-    volume = mask[np.newaxis] if mask.ndim == 2 else mask
-    runs = _label_runs(volume.astype(np.bool_, copy=False), connectivity)
+    volume = (mask[np.newaxis] if mask.ndim == 2 else mask).astype(np.bool_, copy=False)
+    out = np.zeros(volume.shape, dtype=np.bool_)
+    for part in _chunks(volume):  # slices are independent
+        out[part] = _largest_component(volume[part], connectivity)
+    return out[0] if mask.ndim == 2 else out
+
+
+def _largest_component(volume: BoolArray, connectivity: Literal[4, 8]) -> BoolArray:
+    runs = _label_runs(volume, connectivity)
     if runs.line.size == 0:
-        return np.zeros_like(mask, dtype=np.bool_)
+        return np.zeros(volume.shape, dtype=np.bool_)
     rows = volume.shape[1]
     size = np.bincount(runs.root, weights=(runs.end - runs.start), minlength=runs.root.size)
     roots = np.unique(runs.root)
@@ -217,24 +233,28 @@ def largest_component(mask: BoolArray, connectivity: Literal[4, 8] = 4) -> BoolA
     first[1:] = root_slice[order][1:] != root_slice[order][:-1]
     winner = np.zeros(runs.root.size, dtype=np.bool_)
     winner[roots[order][first]] = True
-    out = _paint(volume.shape, runs, winner[runs.root])
-    return out[0] if mask.ndim == 2 else out
+    return _paint(volume.shape, runs, winner[runs.root])
 
 
 def fill_holes(mask: BoolArray) -> BoolArray:
     """Per slice, fill background regions not connected (8-neighbour) to the slice border."""
-    volume = mask[np.newaxis] if mask.ndim == 2 else mask
+    volume = (mask[np.newaxis] if mask.ndim == 2 else mask).astype(np.bool_, copy=False)
+    out = volume.copy()
+    for part in _chunks(volume):
+        out[part] |= _holes(volume[part])
+    return out[0] if mask.ndim == 2 else out
+
+
+def _holes(volume: BoolArray) -> BoolArray:
     _, rows, columns = volume.shape
     runs = _label_runs(~volume, 8)
     if runs.line.size == 0:
-        return mask.copy()
+        return np.zeros(volume.shape, dtype=np.bool_)
     row = runs.line % rows
     touches = (runs.start == 0) | (runs.end == columns) | (row == 0) | (row == rows - 1)
     outside = np.zeros(runs.root.size, dtype=np.bool_)
     outside[runs.root[touches]] = True
-    holes = _paint(volume.shape, runs, ~outside[runs.root])
-    out = volume | holes
-    return out[0] if mask.ndim == 2 else out
+    return _paint(volume.shape, runs, ~outside[runs.root])
 
 
 # --------------------------------------------------------------------------- analysis
@@ -263,12 +283,13 @@ def analyse(volume: FloatArray, model: ModelSpec, *, opening_radius: int = 1) ->
     same pixels give the same masks and numbers (rounded to 6 decimals)."""
     if volume.ndim != 3 or 0 in volume.shape:
         raise ValueError(f"expected a non-empty (slices, rows, columns) volume, not {volume.shape}")
-    pixels = np.asarray(volume, dtype=np.float64)
+    pixels = np.asarray(volume, dtype=np.float32)
     mask, threshold = brain_mask(pixels, opening_radius)
     mask_voxels = int(mask.sum())
     if mask_voxels:
         inside = pixels[mask]
-        mean, sd = float(inside.mean()), float(inside.std())
+        # float64 accumulators: float32 sums over millions of voxels drift
+        mean, sd = float(inside.mean(dtype=np.float64)), float(inside.std(dtype=np.float64))
         cutoff = mean + model.sd_multiplier * sd
         finding = mask & (pixels > cutoff)
     else:

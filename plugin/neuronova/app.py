@@ -78,8 +78,10 @@ class App:
         })
 
     def on_change(self, change: str, level: str, resource_id: str) -> None:
-        if change in ("STABLE_STUDY", "NEW_STUDY") or (change == "DELETED" and level == "STUDY"):
-            # Cheap: the study facts cache is keyed by UID; forget them all on deletions.
+        # Runs on Orthanc's single change thread: only cheap bookkeeping here.
+        if change in ("NEW_INSTANCE", "DELETED", "UPDATED_ATTACHMENT"):
+            self.dicomweb.generation += 1
+        if change in ("STABLE_STUDY", "NEW_STUDY", "DELETED"):
             self.gate.studies.invalidate()
 
     def stop(self) -> None:

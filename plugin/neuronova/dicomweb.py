@@ -25,6 +25,7 @@ from .gate.api import caller
 from .gate.policy import Visibility
 from .host import Host
 from .http import Request, Response, error_response
+from .metadata_cache import MetadataCache
 from .multipart import multipart_related
 
 DICOM_JSON = "application/dicom+json"
@@ -149,11 +150,13 @@ class OriginalRetriever:
 
 
 class DicomWebFront:
-    def __init__(self, host: Host, gate: Gate) -> None:
+    def __init__(self, host: Host, gate: Gate, metadata_cache_bytes: int = 256 * 1024 * 1024) -> None:
         self._host = host
         self._gate = gate
         self.retrieve: RetrieveHandler = OriginalRetriever(host)
         self.on_stored: Callable[[str], None] | None = None
+        self.metadata_cache = MetadataCache(metadata_cache_bytes)
+        self.generation = 0  # bumped by App.on_change for every new or deleted resource
 
     def handle(self, request: Request) -> Response:
         rest = request.path[len(PUBLIC_ROOT):]
@@ -215,6 +218,8 @@ class DicomWebFront:
 
     def _forward_get(self, request: Request, rest: str) -> Response:
         query = {k: v for k, v in request.query.items() if k != "token"}
+        if rest.endswith("/metadata") and not query:
+            return self._metadata(request, rest)
         body = self._internal_get(rest, query)
         tail = rest.rsplit("/", 1)[-1]
         if rest.endswith(("/metadata", "/series", "/instances")) or tail == "":
@@ -226,6 +231,21 @@ class DicomWebFront:
         if rest.endswith(("/rendered", "/thumbnail")):
             return Response(200, body, _sniff_image(body))
         return Response(200, body, _multipart_type(body, "application/dicom"))
+
+    def _metadata(self, request: Request, rest: str) -> Response:
+        study_uid = rest.split("/")[2]
+        study_id = self._host.lookup_study(study_uid)
+        if study_id is None:
+            raise HttpError(404, "no such study")
+        # LastUpdate has a one-second resolution; the generation counts this node's changes.
+        last_update = self._host.rest_get_json(f"/studies/{study_id}").get("LastUpdate", "")
+        version = f"{last_update}|{self.generation}"
+        key = (rest, request.headers.get("x-forwarded-host") or request.headers.get("host", ""))
+        body = self.metadata_cache.get(key, version)
+        if body is None:
+            body = self._public_urls(request, self._internal_get(rest, {}))
+            self.metadata_cache.put(key, version, body)
+        return Response(200, body, DICOM_JSON)
 
     def _forward_admin(self, request: Request, rest: str) -> Response:
         identity = caller(self._gate, request)

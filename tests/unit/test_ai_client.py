@@ -33,7 +33,6 @@ from ai_client import (
     OipModelConfig,
     OipOutputMap,
     PermanentError,
-    SegmentationFrame,
     SeriesVolume,
     TransientError,
     UnsupportedSeries,
@@ -76,7 +75,9 @@ def service() -> Iterator[ReferenceServer]:
     svc.stop()
 
 
-def make_request(head: list[Dataset], stub: StubDicomWeb, *, model: str = "stroke_risk", token: str = TOKEN) -> InferenceRequest:
+def make_request(
+    head: list[Dataset], stub: StubDicomWeb, *, model: str = "stroke_risk", token: str = TOKEN
+) -> InferenceRequest:
     return InferenceRequest(
         instance_id="0b6c2d8e-orthanc-id",
         model_type=model,
@@ -428,7 +429,8 @@ def test_malformed_answer_fields(changes: dict[str, Any]) -> None:
 
 
 def test_non_object_answers_and_non_finite_numbers() -> None:
-    for answer in ([], "ok", None, 3):
+    answers: list[object] = [[], "ok", None, 3]
+    for answer in answers:
         with pytest.raises(MalformedResponse):
             InferenceResult.from_json(answer)
     with pytest.raises(MalformedResponse):
@@ -616,7 +618,9 @@ def test_oip_request_body_and_mapping(oip: _OipServer, dicomweb: StubDicomWeb, h
 
 def test_oip_layouts_normalisation_and_sigmoid(oip: _OipServer, head: list[Dataset]) -> None:
     volume = volume_from_datasets(head)
-    body = build_infer_body(volume, _oip_config(input_layout="NCHW", normalization="zscore", input_datatype="FP64"), "x")
+    body = build_infer_body(
+        volume, _oip_config(input_layout="NCHW", normalization="zscore", input_datatype="FP64"), "x"
+    )
     data = np.asarray(body["inputs"][0]["data"])
     assert body["inputs"][0]["shape"] == [10, 1, 64, 64]
     assert abs(data.mean()) < 1e-9 and data.std() == pytest.approx(1.0)
@@ -673,8 +677,12 @@ def test_oip_http_failures(oip: _OipServer, head: list[Dataset]) -> None:
     assert bad.value.status == 400 and "unexpected shape" in bad.value.body_excerpt
     with pytest.raises(PermanentError, match="no OIP model"):
         c.infer_volume(volume, "unknown")
+    with pytest.raises(UnsupportedSeries, match="max_input_elements"):
+        OipClient(oip.url, {"m": _oip_config()}, max_input_elements=1000).infer_volume(volume, "m")
     with pytest.raises(TransientError):
-        OipClient(f"http://127.0.0.1:{closed_port()}", {"m": _oip_config()}, connect_timeout=2).infer_volume(volume, "m")
+        OipClient(f"http://127.0.0.1:{closed_port()}", {"m": _oip_config()}, connect_timeout=2).infer_volume(
+            volume, "m"
+        )
 
 
 def test_oip_health_and_metadata(oip: _OipServer) -> None:
@@ -686,4 +694,3 @@ def test_oip_health_and_metadata(oip: _OipServer) -> None:
     with pytest.raises(PermanentError):
         c.model_metadata("missing")
     assert OipClient(f"http://127.0.0.1:{closed_port()}", {}, connect_timeout=1).ready() is False
-

@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from neuronova.htj2k import codestream, encapsulation, encoder, pixels
+from neuronova.htj2k import codestream, encapsulation, encoder, jpeg_decoder, pixels
 from neuronova.htj2k.codec import (
     NotEncodable,
     Rendition,
@@ -31,8 +31,13 @@ from neuronova.htj2k.codec import (
 from numpy.typing import NDArray
 from openjpeg.utils import decode as openjpeg_decode  # OpenJPEG, not OpenJPH
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import iter_pixels, pack_bits, pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+# The corpus holds deliberately malformed files; pydicom's warnings about them are expected.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 HTJ2K_RPCL = "1.2.840.10008.1.2.4.202"
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
@@ -475,6 +480,8 @@ def test_spans_exclude_the_pad_byte_of_odd_codestreams() -> None:
 
 
 def test_frame_spans_refuses_other_files() -> None:
+    with pytest.raises(ValueError, match="not a DICOM"):
+        frame_spans(b"garbage" * 40)
     with pytest.raises(ValueError, match="encapsulated"):
         frame_spans(CORPUS["pydicom/CT_small.dcm"].read_bytes())
     with pytest.raises(ValueError, match="fragments"):  # JPEG 2000 original, 1 frame per item?
@@ -483,8 +490,6 @@ def test_frame_spans_refuses_other_files() -> None:
 
 def _corpus_with_fragments() -> bytes:
     # A JPEG 2000 file re-encapsulated with 2 fragments per frame: not a rendition layout.
-    from pydicom.encaps import encapsulate, generate_frames
-
     ds = _quiet_read(CORPUS["pydicom/MR_small_jp2klossless.dcm"])
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     ds.PixelData = encapsulate([frame], fragments_per_frame=2)
@@ -581,8 +586,6 @@ def test_lossy_flag_of_the_original_is_kept() -> None:
 
 def test_jpeg_lossless_plugin_matches_an_independent_decoder() -> None:
     # imagecodecs' liblj92 (ljpeg) is a separate lossless-JPEG implementation from libjpeg-turbo.
-    from pydicom.encaps import generate_frames
-
     for key in ("pydicom-data/JPEG-LL.dcm", "pydicom-data/JPGLosslessP14SV1_1s_1f_8b.dcm"):
         ds = _quiet_read(CORPUS[key])
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
@@ -643,3 +646,19 @@ def test_encoding_from_a_thread_pool_is_deterministic() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         parallel = [r.data for r in pool.map(encode_rendition, originals * 2)]
     assert parallel == sequential * 2
+
+
+def test_uncompressed_frame_refusals() -> None:
+    with pytest.raises(NotEncodable, match="bytes"):  # native data shorter than declared
+        uncompressed_frame(CORPUS["pydicom/MR_truncated.dcm"].read_bytes(), 1)
+    with pytest.raises(NotEncodable, match="no Pixel Data"):
+        uncompressed_frame(CORPUS["pydicom/rtplan.dcm"].read_bytes(), 1)
+    with pytest.raises(NotEncodable, match="not a readable"):
+        uncompressed_frame(b"\x00" * 300, 1)
+
+
+def test_jpeg_plugin_registration_is_idempotent() -> None:
+    jpeg_decoder.register()
+    jpeg_decoder.register()
+    for syntax in jpeg_decoder.DECODER_DEPENDENCIES:
+        assert jpeg_decoder.LABEL in get_decoder(syntax).available_plugins

@@ -114,6 +114,19 @@ SEGMENTS: dict[str, SegmentSpec] = {
 }
 
 
+def segment_for_label(label: str | None) -> SegmentSpec:
+    """The spec of a service's ``segmentation_label``: a known one by name, else the
+    Hyperintensity codes under the service's own label (None gives Hyperintensity)."""
+    if not label:
+        return HYPERINTENSITY
+    known = SEGMENTS.get(label.strip().lower())
+    if known is not None:
+        return known
+    return SegmentSpec(
+        label.strip()[:64], HYPERINTENSITY.category, HYPERINTENSITY.property_type, HYPERINTENSITY.display_rgb
+    )
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -503,6 +516,7 @@ def is_ai_result(dataset_or_tags: Dataset | Mapping[str, Any]) -> bool:
     enough.
     """
     if isinstance(dataset_or_tags, Dataset):
+
         def get(name: str) -> str:
             return _text(dataset_or_tags.get(name, ""))
     else:

@@ -32,6 +32,7 @@ from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
+from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID
 
@@ -131,7 +132,10 @@ def frame_spans(data: bytes) -> tuple[FrameSpan, ...]:
     Explicit VR Little Endian file.
     """
     fp = io.BytesIO(data)
-    ds = dcmread(fp, stop_before_pixels=True)
+    try:
+        ds = dcmread(fp, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, struct.error) as exc:
+        raise ValueError(f"not a DICOM Part 10 file: {exc}") from exc
     ts = ds.file_meta.get("TransferSyntaxUID")
     if ts is None or not UID(ts).is_encapsulated or UID(ts).is_implicit_VR:
         raise ValueError(f"not an encapsulated Explicit VR Little Endian file (syntax {ts})")

@@ -28,7 +28,6 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import get_expected_length, iter_pixels, pack_bits, pixel_array
 
@@ -83,7 +82,9 @@ def read_dataset(dicom_bytes: bytes) -> Dataset:
     """Parse a Part 10 file held in memory."""
     try:
         return dcmread(io.BytesIO(dicom_bytes))
-    except (InvalidDicomError, EOFError, ValueError, KeyError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types on malformed files
         raise NotEncodable(f"not a readable DICOM Part 10 file: {exc}") from exc
 
 
@@ -205,20 +206,36 @@ def uncompressed_frame(dicom_bytes: bytes, number: int) -> bytes:
       original's Bits Allocated; colour in the original's Planar Configuration. YCbCr-coded
       JPEG colour comes out as RGB, like every transcoder (DCMTK, Orthanc) produces it.
     - Bits Allocated 1: the frame's bits, packed little-endian bit order, padded to a byte.
+
+    Only the header and the requested frame are read (pydicom decodes one frame from a
+    file-like source), so serving frame after frame of a large multi-frame original does not
+    parse or copy the whole Pixel Data each time.
     """
-    ds = read_dataset(dicom_bytes)
-    if "PixelData" not in ds:
-        raise NotEncodable("no Pixel Data (float pixel data is not served as frames)")
+    fp = io.BytesIO(dicom_bytes)
+    try:
+        ds = dcmread(fp, stop_before_pixels=True)
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types on malformed files
+        raise NotEncodable(f"not a readable DICOM Part 10 file: {exc}") from exc
     ts = transfer_syntax_of(ds)
     frames = number_of_frames(ds)
     if not 1 <= number <= frames:
         raise IndexError(f"frame {number} does not exist (the instance has {frames})")
-    if ts in syntaxes.NATIVE_LITTLE_ENDIAN:
-        raw = _raw_native_frame(ds, number, frames)
+    if ts in syntaxes.NATIVE_LITTLE_ENDIAN and ts != syntaxes.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        # Not deflated: file positions are positions in dicom_bytes.
+        raw = _raw_native_frame(dicom_bytes, fp.tell(), ds, ts, number, frames)
+        if raw is not None:
+            return raw
+    elif ts == syntaxes.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        inflated = read_dataset(dicom_bytes)  # deflate: the whole data set must be inflated
+        if "PixelData" not in inflated:
+            raise NotEncodable("no Pixel Data (float pixel data is not served as frames)")
+        raw = _frame_slice(inflated.PixelData, ds, number, frames)
         if raw is not None:
             return raw
     try:
-        arr = pixel_array(ds, index=number - 1)
+        arr = pixel_array(io.BytesIO(dicom_bytes), index=number - 1)
     except MemoryError:
         raise
     except Exception as exc:  # same reason as in iter_frames
@@ -234,18 +251,29 @@ def uncompressed_frame(dicom_bytes: bytes, number: int) -> bytes:
     return np.ascontiguousarray(out).tobytes()
 
 
-def _raw_native_frame(ds: Dataset, number: int, frames: int) -> bytes | None:
-    """The stored bytes of a frame of native little-endian data, or None when frames are
-    not byte-aligned (Bits Allocated 1)."""
+def _raw_native_frame(data: bytes, position: int, ds: Dataset, ts: str, number: int, frames: int) -> bytes | None:
+    """The stored bytes of a native little-endian frame, read from the Pixel Data element
+    that starts at ``position`` in ``data`` (where pydicom stopped before pixels)."""
+    if data[position : position + 4] != b"\xe0\x7f\x10\x00":
+        raise NotEncodable("no Pixel Data (float pixel data is not served as frames)")
+    if ts == syntaxes.IMPLICIT_VR_LITTLE_ENDIAN:
+        length, start = int.from_bytes(data[position + 4 : position + 8], "little"), position + 8
+    else:  # explicit VR OB/OW: tag, VR, 2 reserved bytes, 4-byte length
+        length, start = int.from_bytes(data[position + 8 : position + 12], "little"), position + 12
+    return _frame_slice(memoryview(data)[start : start + length], ds, number, frames)
+
+
+def _frame_slice(pixel_data: bytes | memoryview, ds: Dataset, number: int, frames: int) -> bytes | None:
+    """Frame ``number`` of native Pixel Data, or None when frames are not byte-aligned
+    (Bits Allocated 1 with a frame size that is not a whole number of bytes)."""
     total = get_expected_length(ds, "bytes")
     if total % frames:
         return None
     size = total // frames
-    if int(ds.BitsAllocated) == 1 and (size * 8) != (
-        int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
-    ):
+    samples = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+    if int(ds.BitsAllocated) == 1 and size * 8 != samples:
         return None
-    data = ds.PixelData
-    if len(data) < total:
-        raise NotEncodable(f"Pixel Data holds {len(data)} bytes, {total} expected")
-    return bytes(data[(number - 1) * size : number * size])
+    if len(pixel_data) < total:
+        raise NotEncodable(f"Pixel Data holds {len(pixel_data)} bytes, {total} expected")
+    start = (number - 1) * size
+    return bytes(pixel_data[start : start + size])

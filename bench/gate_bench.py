@@ -1,0 +1,65 @@
+"""Gate overhead: WADO-RS frames, study metadata and QIDO, bare Orthanc versus NeuroNova.
+
+    .venv/bin/python bench/gate_bench.py [--seconds 8] [--slices 20]
+
+Both servers run on this machine with the same study (512x512 16-bit CT slices built
+from a real CT with fresh UIDs); wrk drives 4 concurrent clients on loopback. The gated
+server is called as a doctor with a grant (token verified once, then cached).
+Budget (issue #2): frames >= 0.8x bare, added p99 <= 2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jwt
+import requests
+
+from bench.common import start_bare, start_gated, wrk
+from tests.support.dicom_factory import make_study
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--slices", type=int, default=20)
+    args = parser.parse_args()
+    secret = "bench-secret-0123456789abcdefghijklmnopq"
+    study = make_study("693_UNCR.dcm", patient_id="BENCH", patient_name="BENCH^CT", slices=args.slices)
+    bare = start_bare()
+    gated, _ = start_gated({"NEURONOVA_JWT_SECRET": secret, "NEURONOVA_ADMIN_PASSWORD": "bench-admin"})
+    try:
+        for blob in study.files():
+            requests.post(bare.base + "/instances", data=blob, timeout=30).raise_for_status()
+            requests.post(gated.base + "/instances", data=blob, auth=gated.admin, timeout=30).raise_for_status()
+        requests.post(f"{gated.base}/neuronova/studies/{study.study_uid}/grants", auth=gated.admin,
+                      json={"subject": "dr.bench", "relation": "reading"}, timeout=10).raise_for_status()
+        token = jwt.encode({"sub": "dr.bench", "exp": int(time.time()) + 3600,
+                            "realm_access": {"roles": ["doctor"]}}, secret, algorithm="HS256")
+        s, se = study.study_uid, study.series_uids[0]
+        workloads = {
+            "WADO-RS frames": [f"/dicom-web/studies/{s}/series/{se}/instances/{i}/frames/1" for i in study.sop_uids],
+            "study metadata": [f"/dicom-web/studies/{s}/metadata"],
+            "QIDO studies": ["/dicom-web/studies?PatientID=BENCH"],
+        }
+        accept = {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+        print(f"{args.slices} slices 512x512x16, 4 concurrent clients, {args.seconds} s per run (wrk)\n")
+        print(f"{'workload':16} {'server':6} {'':>9}")
+        for name, paths in workloads.items():
+            headers = accept if "frames" in name else {}
+            wrk(bare.base, paths, headers, seconds=2)  # warm both
+            wrk(gated.base, paths, {**headers, "Authorization": f"Bearer {token}"}, seconds=2)
+            b = wrk(bare.base, paths, headers, seconds=args.seconds)
+            g = wrk(gated.base, paths, {**headers, "Authorization": f"Bearer {token}"}, seconds=args.seconds)
+            print(f"{name:16} bare   {b.line()}   non-2xx {b.errors}")
+            print(f"{name:16} gated  {g.line()}   non-2xx {g.errors}")
+            print(f"{name:16} ratio  {g.requests_per_second / b.requests_per_second:9.2f}x throughput   "
+                  f"added p99 {g.p99_ms - b.p99_ms:+.2f} ms   added p50 {g.p50_ms - b.p50_ms:+.2f} ms\n")
+    finally:
+        bare.stop()
+        gated.stop()
+
+
+if __name__ == "__main__":
+    main()
