@@ -6,6 +6,7 @@ request is denied except ``/neuronova/health``, which says why (never a secret).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -17,9 +18,16 @@ from .gate import Gate
 from .gate import settings as gate_settings
 from .gate.api import GateApi
 from .host import Host
+from .htj2k import settings as htj2k_settings
+from .htj2k.api import Htj2kApi
+from .htj2k.service import Htj2kService
+from .htj2k.serving import Htj2kRetriever
+from .htj2k.syntaxes import RENDITION_TRANSFER_SYNTAX
 from .http import Request, Response, json_response
 from .router import Router
 from .store import open_database
+from .viewer import settings as viewer_settings
+from .viewer.service import ViewerService
 
 HEALTH = "/neuronova/health"
 
@@ -50,6 +58,14 @@ class App:
         self.router.add("GET", HEALTH, self.health)
         GateApi(self.gate, self.db).register(self.router)
         self.dicomweb = DicomWebFront(host, self.gate)
+        # -- HTJ2K: renditions encoded on ingest, served by the DICOMweb front
+        self.htj2k = Htj2kService(htj2k_settings.parse(self.settings.htj2k), host, self.db)
+        Htj2kApi(self.gate, self.htj2k).register(self.router)
+        self.dicomweb.retrieve = Htj2kRetriever(host, self.htj2k)
+        self.dicomweb.annotate_metadata = self._advertise_htj2k
+        # -- Viewer: OHIF same-origin under /ohif (generated app-config.js), Explorer additions
+        self.viewer = ViewerService(
+            viewer_settings.parse(config.section(config.section(orthanc_config, config.SECTION), "Viewer")), host)
         host.log_warning(
             f"NeuroNova {__version__}: gate armed ({len(gate_config.keys)} token key source(s), "
             f"{len(gate_config.admin_users)} admin user(s)), store {self.db.url_for_logs}"
@@ -65,6 +81,12 @@ class App:
     def handle_dicomweb(self, request: Request) -> Response:
         return self.dicomweb.handle(request)
 
+    def handle_viewer(self, request: Request) -> Response:
+        return self.viewer.handle(request)
+
+    def explorer_javascript(self) -> str | None:
+        return self.viewer.explorer_javascript()
+
     def health(self, _request: Request) -> Response:
         problems = [s.last_error for s in self.gate.verifier.jwks_sources if s.last_error]
         return json_response({
@@ -74,15 +96,35 @@ class App:
             "store": self.db.engine.dialect.name,
             "audit": {"written": self.audit.written, "pending": self.audit.pending(), "failed": self.audit.failures},
             "warnings": problems,
+            "viewer": self.viewer.health(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
         })
+
+    def _advertise_htj2k(self, metadata: bytes) -> bytes:
+        """Add Available Transfer Syntax UID (0008,3002) to instances that have a rendition."""
+        items = json.loads(metadata)
+        with_rendition = self.htj2k.with_rendition([_tag(item, "00080018") for item in items])
+        for item in items:
+            if _tag(item, "00080018") in with_rendition:
+                item["00083002"] = {"vr": "UI", "Value": [RENDITION_TRANSFER_SYNTAX]}
+        return json.dumps(items, separators=(",", ":")).encode()
 
     def on_change(self, change: str, level: str, resource_id: str) -> None:
         # Runs on Orthanc's single change thread: only cheap bookkeeping here.
         if change in ("NEW_INSTANCE", "DELETED", "UPDATED_ATTACHMENT"):
             self.dicomweb.generation += 1
+        if change == "NEW_INSTANCE":
+            self.htj2k.enqueue(resource_id)
+        elif change == "DELETED" and level == "INSTANCE":
+            self.htj2k.forget(resource_id)
         if change in ("STABLE_STUDY", "NEW_STUDY", "DELETED"):
             self.gate.studies.invalidate()
 
     def stop(self) -> None:
+        self.htj2k.stop()
         self.audit.close()
+
+
+def _tag(item: Mapping[str, Any], tag: str) -> str:
+    values = item.get(tag, {}).get("Value") or [""]
+    return str(values[0])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from .caches import VersionedCache
 from .dicomweb_paths import INTERNAL_ROOT, PUBLIC_ROOT
 from .errors import HttpError, OrthancCallError
 from .gate import Gate
@@ -25,8 +26,7 @@ from .gate.api import caller
 from .gate.policy import Visibility
 from .host import Host
 from .http import Request, Response, error_response
-from .metadata_cache import MetadataCache
-from .multipart import multipart_related
+from .multipart import Part, build
 
 DICOM_JSON = "application/dicom+json"
 _INTERNAL_URL = re.compile(rb"https?://[^/\"\s]+" + re.escape(INTERNAL_ROOT.encode()) + rb"/")
@@ -142,10 +142,10 @@ class OriginalRetriever:
         if not accepts_original(request.headers.get("accept", ""), set(syntaxes.values())):
             raise HttpError(406, "only the stored transfer syntax can be served for this resource")
         parts = [
-            (f"application/dicom; transfer-syntax={syntaxes[i]}", self._host.rest_get(f"/instances/{i}/file"))
+            Part(f"application/dicom; transfer-syntax={syntaxes[i]}", self._host.rest_get(f"/instances/{i}/file"))
             for i in ids
         ]
-        body, content_type = multipart_related(parts, "application/dicom")
+        body, content_type = build(parts, "application/dicom")
         return Response(200, body, content_type)
 
 
@@ -155,8 +155,9 @@ class DicomWebFront:
         self._gate = gate
         self.retrieve: RetrieveHandler = OriginalRetriever(host)
         self.on_stored: Callable[[str], None] | None = None
-        self.metadata_cache = MetadataCache(metadata_cache_bytes)
+        self.metadata_cache = VersionedCache(metadata_cache_bytes)
         self.generation = 0  # bumped by App.on_change for every new or deleted resource
+        self.annotate_metadata: Callable[[bytes], bytes] | None = None
 
     def handle(self, request: Request) -> Response:
         rest = request.path[len(PUBLIC_ROOT):]
@@ -233,6 +234,8 @@ class DicomWebFront:
         return Response(200, body, _multipart_type(body, "application/dicom"))
 
     def _metadata(self, request: Request, rest: str) -> Response:
+        # Generating metadata is the DICOMweb plugin's heaviest read and internal calls hold
+        # the GIL (docs/runtime-facts.md): answers are cached per study version.
         study_uid = rest.split("/")[2]
         study_id = self._host.lookup_study(study_uid)
         if study_id is None:
@@ -244,6 +247,8 @@ class DicomWebFront:
         body = self.metadata_cache.get(key, version)
         if body is None:
             body = self._public_urls(request, self._internal_get(rest, {}))
+            if self.annotate_metadata is not None:
+                body = self.annotate_metadata(body)
             self.metadata_cache.put(key, version, body)
         return Response(200, body, DICOM_JSON)
 

@@ -40,6 +40,10 @@ _ERROR_NAMES = {
 }
 
 
+_CHANGE_NAMES = {getattr(orthanc.ChangeType, n): n for n in dir(orthanc.ChangeType) if n.isupper()}
+_LEVEL_NAMES = {getattr(orthanc.ResourceType, n): n for n in dir(orthanc.ResourceType) if n.isupper()}
+
+
 def _call_error(exc: Exception) -> OrthancCallError:
     # orthanc-python 4.0 raises OrthancException(int error code, description).
     code = exc.args[0] if exc.args else None
@@ -181,17 +185,24 @@ def install() -> Any:
         return callback
 
     def on_change(change_type: Any, level: Any, resource_id: str) -> None:
-        change = getattr(change_type, "name", str(change_type))
+        # orthanc-python 4.0 passes plain ints: give the domain code names instead.
+        change = _CHANGE_NAMES.get(change_type, str(change_type))
         try:
             if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
                 app.stop()
             else:
-                app.on_change(change, str(level), resource_id)
+                app.on_change(change, _LEVEL_NAMES.get(level, str(level)), resource_id)
         except Exception as exc:  # noqa: BLE001 - never break Orthanc's change thread
             orthanc.LogError(f"NeuroNova: change {change}: {exc!r}")
 
     orthanc.RegisterIncomingHttpRequestFilter(request_filter)
     orthanc.RegisterRestCallback("/neuronova/(.*)", route(app.handle_neuronova))
     orthanc.RegisterRestCallback("/dicom-web/(.*)", route(app.handle_dicomweb))
+    # The viewer front (absent from the closed application, whose filter denies /ohif anyway).
+    if hasattr(app, "handle_viewer"):
+        orthanc.RegisterRestCallback("/ohif(/.*)?", route(app.handle_viewer))
+        javascript = app.explorer_javascript()
+        if javascript:
+            orthanc.ExtendOrthancExplorer(javascript)
     orthanc.RegisterOnChangeCallback(on_change)
     return app

@@ -240,7 +240,8 @@ def test_dicomweb_client_reads_permitted_study(world: World) -> None:
     assert sorted(str(ds.SOPInstanceUID) for ds in instances) == sorted(world.a.sop_uids)
     metadata = client.retrieve_study_metadata(world.a.study_uid)
     assert len(metadata) == len(world.a.instances)
-    frames = client.retrieve_instance_frames(world.a.study_uid, world.a.series_uids[0], world.a.sop_uids[0], [1])
+    frames = client.retrieve_instance_frames(world.a.study_uid, world.a.series_uids[0], world.a.sop_uids[0], [1],
+                                             media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),))
     original = world.a.instances[0]
     assert frames[0] == original.PixelData
     # RetrieveURLs point at the public root on the host the client used

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from neuronova.errors import HttpError
-from neuronova.htj2k import multipart
+from neuronova import multipart
 from neuronova.htj2k.negotiation import (
     Available,
     Choice,

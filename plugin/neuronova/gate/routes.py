@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .. import dicomweb_paths as paths
+from ..viewer.settings import PREFIX as VIEWER_PREFIX
 
 
 class Scope(StrEnum):
@@ -58,6 +59,11 @@ _REST_BY_LEVEL = {
 }
 
 _PLUGIN_PUBLIC = {"/neuronova/health", "/neuronova/login", "/neuronova/logout"}
+# OHIF's static files and generated app-config.js: public (no patient data in them; every
+# byte of data goes through the DICOMweb front). Strict: GET only, plain path segments
+# (no dot files, no "..", no escapes), below one fixed prefix.
+_SEGMENT = r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*"
+_VIEWER = re.compile(rf"^{re.escape(VIEWER_PREFIX)}(?:/|(?:/{_SEGMENT})+/?)?$")
 _PLUGIN_USER = re.compile(r"^/neuronova/(?:me|shares(?:/[A-Za-z0-9_-]+)?|ai/jobs(?:/[A-Za-z0-9_-]+(?:/retry)?)?)$")
 
 GET, POST, PUT, DELETE = "GET", "POST", "PUT", "DELETE"
@@ -99,6 +105,8 @@ def classify(uri: str, method: str, wado_query: dict[str, str] | None = None) ->
             Scope.STUDY, "wado-uri", EVENT_INSTANCES_ACCESSED,
             study=query.get("studyUID", ""), series=query.get("seriesUID", ""), instance=query.get("objectUID", ""),
         )
+    if method == GET and _VIEWER.match(uri):
+        return Target(Scope.PUBLIC, "ohif", EVENT_APPLICATION_ACTIVITY)
     if uri in _PLUGIN_PUBLIC:
         return Target(Scope.PUBLIC, uri.removeprefix("/"), EVENT_USER_AUTHENTICATION)
     if _PLUGIN_USER.match(uri):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from ..audit import ALLOW, DENY, AuditEvent, AuditWriter
+from ..caches import TtlCache
 from ..host import Host
 from ..store import Database
 from .claims import claim_at, claim_text
@@ -24,7 +25,7 @@ from .policy import Decision, Policy, Visibility
 from .routes import EVENT_SECURITY_ALERT, EVENT_USER_AUTHENTICATION, Scope, Target, classify
 from .settings import Settings
 from .shares import ShareRegistry
-from .studies import StudyDirectory, TtlCache
+from .studies import StudyDirectory
 from .tokens import FetchJson, PluginSigner, TokenError, TokenVerifier, fetch_json_with_requests
 
 SESSION_COOKIE = "neuronova_session"

@@ -7,51 +7,14 @@ for long; the facts a decision reads (PatientID, physician names) are cached bri
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
+from ..caches import TtlCache
 from ..errors import OrthancCallError
 from ..host import Host
 
-K = TypeVar("K")
-V = TypeVar("V")
-
 _WILDCARDS = set("*?\\")
-
-
-class TtlCache(Generic[K, V]):
-    """A bounded LRU map whose entries expire."""
-
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._size, self._ttl, self._clock = size, ttl, clock
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return None
-            if entry[0] < self._clock():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return entry[1]
-
-    def put(self, key: K, value: V, ttl: float | None = None) -> None:
-        with self._lock:
-            self._data[key] = (self._clock() + (self._ttl if ttl is None else ttl), value)
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
 
 
 @dataclass(frozen=True)

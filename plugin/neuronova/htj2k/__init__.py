@@ -13,7 +13,6 @@ Pure modules (no ``orthanc`` import, no I/O besides the values passed in):
 - :mod:`.codec`          the public entry points: ``encode_rendition``, ``frame_spans``,
                          ``uncompressed_frame``
 - :mod:`.negotiation`    PS3.18 ``Accept`` negotiation for frames and instances
-- :mod:`.multipart`      building (and parsing) ``multipart/related`` bodies
 
 Nothing is imported here so that importing the package stays cheap (numpy, pydicom and
 imagecodecs are loaded only by the modules that need them).

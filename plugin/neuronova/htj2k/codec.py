@@ -25,6 +25,7 @@ from .encoder import encode_frame
 from .errors import NotEncodable, VerificationError
 from .lossy import lossy_method
 from .pixels import PixelLayout, iter_frames, layout_of, read_dataset, uncompressed_frame
+from .splice import splice_rendition
 
 __all__ = [
     "FrameSpan",
@@ -80,6 +81,18 @@ def encode_rendition(dicom_bytes: bytes) -> Rendition:
     frame would not give back exactly the original pixels; never returns a wrong rendition.
     """
     started = time.perf_counter()
+    spliced = splice_rendition(dicom_bytes, encode_frame)
+    if spliced is not None:
+        data, spans, layout, codestreams = spliced
+        _check_spans(data, spans, codestreams)
+        pixel_bytes = layout.frame_bytes * layout.frames
+        return Rendition(
+            data=data, frames=spans, transfer_syntax=syntaxes.RENDITION_TRANSFER_SYNTAX, rows=layout.rows,
+            columns=layout.columns, bits_allocated=layout.bits_allocated, samples_per_pixel=layout.samples,
+            photometric_interpretation=layout.photometric, source_transfer_syntax=layout.transfer_syntax,
+            original_pixel_bytes=pixel_bytes, source_pixel_bytes=pixel_bytes,
+            encoded_bytes=sum(len(c) for c in codestreams), encode_seconds=time.perf_counter() - started,
+        )
     ds = read_dataset(dicom_bytes)
     layout = layout_of(ds)
     source_pixel_bytes = len(ds.PixelData)
@@ -94,10 +107,7 @@ def encode_rendition(dicom_bytes: bytes) -> Rendition:
         lossy_ratio=original_pixel_bytes / max(source_pixel_bytes, 1),
     )
     spans = frame_spans(data)
-    view = memoryview(data)
-    for number, (span, codestream) in enumerate(zip(spans, codestreams, strict=True), 1):
-        if view[span.offset : span.offset + span.length] != codestream:
-            raise VerificationError(f"frame {number} is not where its span says in the file")
+    _check_spans(data, spans, codestreams)
     return Rendition(
         data=data,
         frames=spans,
@@ -113,6 +123,13 @@ def encode_rendition(dicom_bytes: bytes) -> Rendition:
         encoded_bytes=sum(len(c) for c in codestreams),
         encode_seconds=time.perf_counter() - started,
     )
+
+
+def _check_spans(data: bytes, spans: tuple[FrameSpan, ...], codestreams: list[bytes]) -> None:
+    view = memoryview(data)
+    for number, (span, codestream) in enumerate(zip(spans, codestreams, strict=True), 1):
+        if view[span.offset : span.offset + span.length] != codestream:
+            raise VerificationError(f"frame {number} is not where its span says in the file")
 
 
 def _lossy_method(pixel_data: bytes, layout: PixelLayout) -> str | None:

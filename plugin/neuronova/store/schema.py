@@ -1,11 +1,11 @@
 """Tables of the plugin store."""
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -59,30 +59,67 @@ htj2k_renditions = Table(
     "htj2k_renditions",
     metadata,
     Column("instance_id", String(64), primary_key=True),  # Orthanc identifier
+    Column("sop_uid", String(64), nullable=False),
     Column("status", String(16), nullable=False),  # done | failed | skipped
-    Column("original_bytes", Integer, nullable=False),
-    Column("rendition_bytes", Integer, nullable=False),
-    Column("frames_index", LargeBinary, nullable=True),
+    Column("transfer_syntax", String(64), nullable=False),  # of the original
+    Column("original_bytes", BigInteger, nullable=False),  # decoded pixel bytes
+    Column("rendition_bytes", BigInteger, nullable=False),  # codestream bytes
+    Column("frames_index", Text, nullable=False),  # JSON [[offset, length], ...] in the rendition file
+    Column("encode_seconds", Float, nullable=False),
     Column("error", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Index("ix_htj2k_sop", "sop_uid"),
+    Index("ix_htj2k_status", "status"),
 )
 
 ai_jobs = Table(
     "ai_jobs",
     metadata,
-    Column("id", String(64), primary_key=True),
+    Column("id", String(32), primary_key=True),  # uuid4 hex
     Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),  # the series analysed
+    Column("patient_id", String(64), nullable=False),
     Column("model", String(64), nullable=False),
-    Column("content_key", String(128), nullable=False, unique=True),  # idempotency
-    Column("status", String(16), nullable=False),
+    Column("content_key", String(160), nullable=False, unique=True),  # idempotency: model + study content
+    Column("trigger", String(16), nullable=False),  # auto | manual
+    Column("rule", String(64), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
     Column("attempts", Integer, nullable=False),
+    Column("triggered_at", Float, nullable=False),  # STABLE_STUDY seen, or the API request
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("next_attempt_at", Float, nullable=False),
-    Column("started_at", Float, nullable=True),
+    Column("started_at", Float, nullable=True),  # first attempt
     Column("finished_at", Float, nullable=True),
+    Column("lease_owner", String(80), nullable=False),  # "<node>/<attempt token>" while running
+    Column("lease_until", Float, nullable=False),
     Column("last_error", Text, nullable=False),
     Column("result", Text, nullable=False),  # JSON
     Index("ix_ai_jobs_study", "study_uid"),
     Index("ix_ai_jobs_status", "status", "next_attempt_at"),
+)
+
+# What happened to each job, one row per finished attempt or administrative event (insert-only).
+ai_job_events = Table(
+    "ai_job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("attempt", Integer, nullable=False),  # 0 for events outside an attempt
+    Column("event", String(16), nullable=False),  # succeeded | retry | failed | interrupted | requeued
+    Column("duration", Float, nullable=True),  # seconds the attempt took
+    Column("retry_in", Float, nullable=True),  # backoff chosen after a transient failure
+    Column("detail", Text, nullable=False),  # error, or who asked
+    Index("ix_ai_job_events_job", "job_id", "id"),
+)
+
+# Studies Orthanc reported (NEW_STUDY / NEW_SERIES) that have not been evaluated against the
+# rules yet: if Orthanc stops before they become stable, they are evaluated after the restart.
+ai_pending = Table(
+    "ai_pending",
+    metadata,
+    Column("study_id", String(64), primary_key=True),  # Orthanc identifier
+    Column("seen_at", Float, nullable=False),
 )

@@ -1,0 +1,51 @@
+"""REST handlers of the HTJ2K package (admin-only: the gate classifies them so)."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import HttpError
+from ..gate import Gate
+from ..gate.api import require_admin
+from ..http import Request, Response, json_response
+from ..router import Router
+from .service import Htj2kService
+
+UID = r"[0-9]+(?:\.[0-9]+)*"
+_UID_RE = re.compile(f"^{UID}$")
+
+
+class Htj2kApi:
+    def __init__(self, gate: Gate, service: Htj2kService) -> None:
+        self.gate = gate
+        self.service = service
+
+    def register(self, router: Router) -> None:
+        router.add("GET", "/neuronova/htj2k/stats", self.stats)
+        router.add("GET", "/neuronova/htj2k/backfill", self.backfill_status)
+        router.add("POST", "/neuronova/htj2k/backfill", self.start_backfill)
+        router.add("GET", f"/neuronova/htj2k/studies/(?P<study>{UID})", self.study)
+
+    def stats(self, request: Request) -> Response:
+        require_admin(self.gate, request)
+        self.service.publish_store_metrics()
+        return json_response(self.service.stats())
+
+    def backfill_status(self, request: Request) -> Response:
+        require_admin(self.gate, request)
+        return json_response(self.service.backfill.as_json())
+
+    def start_backfill(self, request: Request) -> Response:
+        require_admin(self.gate, request)
+        body = request.json() if request.body else {}
+        if body is not None and not isinstance(body, dict):
+            raise HttpError(400, 'body must be empty or {"retry_failed": true}')
+        if body and body.get("retry_failed"):
+            self.service.forget_failures()
+        return json_response(self.service.start_backfill().as_json(), 202)
+
+    def study(self, request: Request) -> Response:
+        """Rendition status of each instance of a study (used by the Explorer extension)."""
+        require_admin(self.gate, request)
+        study_uid = request.groups[0]
+        return json_response(self.service.study_status(study_uid))

@@ -1,0 +1,142 @@
+"""WADO-RS frames and instances, answered with the HTJ2K rendition when the client accepts it.
+
+Plugged into the DICOMweb front as its retrieve handler. Frames are cut out of the stored
+files by their spans (rendition) or by pydicom's frame reader (original), so nothing heavy
+runs under the GIL; every part is labelled with the transfer syntax its bytes really are.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from ..errors import HttpError
+from ..host import Host
+from ..http import Request, Response
+from . import syntaxes
+from ..multipart import Part, build
+from .negotiation import Available, Choice, Representation, negotiate_frames, negotiate_instance
+from .service import Htj2kService, StoredRendition
+
+_UID = r"[0-9]+(?:\.[0-9]+)*"
+_FRAMES = re.compile(rf"^/studies/{_UID}/series/{_UID}/instances/(?P<instance>{_UID})/frames/(?P<frames>[0-9,]+)$")
+_RESOURCE = re.compile(
+    rf"^/studies/(?P<study>{_UID})(?:/series/(?P<series>{_UID})(?:/instances/(?P<instance>{_UID}))?)?$"
+)
+MAX_FRAMES_PER_REQUEST = 10000
+
+
+class Htj2kRetriever:
+    def __init__(self, host: Host, service: Htj2kService) -> None:
+        self._host = host
+        self._service = service
+
+    def handle(self, request: Request, rest: str) -> Response | None:
+        match = _FRAMES.match(rest)
+        if match is not None:
+            return self._frames(request, match["instance"], match["frames"])
+        match = _RESOURCE.match(rest)
+        if match is not None:
+            return self._instances(request, match["study"], match["series"] or "", match["instance"] or "")
+        return None
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _frames(self, request: Request, sop_uid: str, frame_list: str) -> Response:
+        numbers = [int(n) for n in frame_list.split(",") if n]
+        if not numbers or len(numbers) > MAX_FRAMES_PER_REQUEST or min(numbers) < 1:
+            raise HttpError(400, "frame numbers start at 1")
+        instance_id = self._host.lookup_instance(sop_uid)
+        if instance_id is None:
+            raise HttpError(404, "no such instance")
+        rendition = self._service.rendition(instance_id)
+        original_ts = self._transfer_syntax(instance_id)
+        available = Available(original_ts, rendition is not None, can_uncompress=True)
+        choice = negotiate_frames(request.headers.get("accept"), available, single_part_ok=len(numbers) == 1)
+        payloads = [self._frame(instance_id, choice, rendition, n) for n in numbers]
+        if not choice.multipart:
+            return Response(200, payloads[0], choice.part_content_type)
+        body, content_type = build([Part(choice.part_content_type, p) for p in payloads], choice.media_type)
+        return Response(200, body, content_type)
+
+    def _frame(self, instance_id: str, choice: Choice, rendition: StoredRendition | None, number: int) -> bytes:
+        from .codec import uncompressed_frame
+        from .errors import NotEncodable
+
+        if choice.representation is Representation.HTJ2K:
+            assert rendition is not None
+            if number > len(rendition.frames):
+                raise HttpError(404, f"frame {number} does not exist (the instance has {len(rendition.frames)})")
+            offset, length = rendition.frames[number - 1]
+            return rendition.data[offset:offset + length]
+        original = self._service.original(instance_id)
+        try:
+            if choice.representation is Representation.UNCOMPRESSED:
+                return uncompressed_frame(original, number)
+            return _original_frame(original, number)
+        except IndexError as exc:
+            raise HttpError(404, str(exc)) from exc
+        except NotEncodable as exc:
+            raise HttpError(406, f"this frame cannot be served uncompressed: {exc.reason}") from exc
+
+    def _transfer_syntax(self, instance_id: str) -> str:
+        return self._host.rest_get(f"/instances/{instance_id}/metadata/TransferSyntax").decode().strip()
+
+    # -- instances, series, studies -------------------------------------------------------
+
+    def _instances(self, request: Request, study: str, series: str, instance: str) -> Response:
+        from ..dicomweb import OriginalRetriever
+
+        ids = OriginalRetriever(self._host).instances(study, series, instance)
+        if not ids:
+            raise HttpError(404, "no such resource")
+        accept = request.headers.get("accept")
+        parts: list[Part] = []
+        for instance_id in ids:
+            rendition = self._service.rendition(instance_id)
+            original_ts = self._transfer_syntax(instance_id)
+            choice = negotiate_instance(accept, Available(original_ts, rendition is not None, can_uncompress=True))
+            if choice.representation is Representation.HTJ2K:
+                assert rendition is not None
+                payload = rendition.data
+            elif choice.representation is Representation.ORIGINAL:
+                payload = self._service.original(instance_id)
+            else:
+                payload = _uncompressed_instance(self._service.original(instance_id))
+            parts.append(Part(choice.part_content_type, payload))
+            if not choice.multipart:
+                return Response(200, payload, choice.part_content_type)
+        body, content_type = build(parts, "application/dicom")
+        return Response(200, body, content_type)
+
+
+def _original_frame(original: bytes, number: int) -> bytes:
+    """Frame ``number`` of an encapsulated original, as stored (its own transfer syntax)."""
+    from pydicom import dcmread
+    from pydicom.encaps import generate_frames
+
+    ds = dcmread(io.BytesIO(original))
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if not 1 <= number <= frames:
+        raise IndexError(f"frame {number} does not exist (the instance has {frames})")
+    for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames), 1):
+        if index == number:
+            return bytes(frame)
+    raise IndexError(f"frame {number} is missing from the pixel data")
+
+
+def _uncompressed_instance(original: bytes) -> bytes:
+    """The instance decompressed to Explicit VR Little Endian (rare: a client that asked for it)."""
+    from pydicom import dcmread
+    from pydicom.uid import UID
+
+    ds = dcmread(io.BytesIO(original))
+    try:
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()
+        out = io.BytesIO()
+        ds.file_meta.TransferSyntaxUID = UID(syntaxes.EXPLICIT_VR_LITTLE_ENDIAN)
+        ds.save_as(out, enforce_file_format=True, little_endian=True, implicit_vr=False)
+    except Exception as exc:
+        raise HttpError(406, f"this instance cannot be served uncompressed: {exc}") from exc
+    return out.getvalue()

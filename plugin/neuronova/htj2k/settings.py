@@ -1,0 +1,41 @@
+"""Configuration of the HTJ2K renditions: the ``NeuroNova.Htj2k`` section."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import option
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool  # encode new instances (serving existing renditions never stops)
+    workers: int  # encoder threads; 0 means one per core
+    worker_nice: int  # encoder threads yield the CPU to Orthanc's ingest and HTTP threads
+    attachment: str  # the user content type declared in Orthanc's "UserContentType"
+    cache_bytes: int  # in-memory cache of rendition and original files being served
+    backfill_batch: int
+
+
+def parse(raw: Mapping[str, Any]) -> Settings:
+    settings = Settings(
+        enabled=option(raw, "Enabled", bool, True),
+        workers=option(raw, "Workers", int, 0) or (os.cpu_count() or 1),
+        worker_nice=option(raw, "WorkerNice", int, 10),
+        attachment=option(raw, "Attachment", str, "htj2k"),
+        cache_bytes=option(raw, "CacheMegabytes", int, 256) * 1024 * 1024,
+        backfill_batch=option(raw, "BackfillBatch", int, 500),
+    )
+    if not 1 <= settings.workers <= 64:
+        raise ConfigError("Htj2k.Workers must be between 1 and 64 (0: one per core)")
+    if not 0 <= settings.worker_nice <= 19:
+        raise ConfigError("Htj2k.WorkerNice must be between 0 and 19")
+    if not settings.attachment.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError("Htj2k.Attachment must be the name of a UserContentType")
+    if settings.backfill_batch < 1:
+        raise ConfigError("Htj2k.BackfillBatch must be positive")
+    return settings

@@ -1,0 +1,187 @@
+"""OHIF's static files, served from memory under :data:`~.settings.PREFIX`.
+
+OHIF's npm ``dist/`` is built for the site root: ``index.html`` says ``window.PUBLIC_URL="/"``
+and references ``/app.bundle...js``, webpack's runtime loads chunks, workers and WASM codecs
+from ``__webpack_require__.p = "/"``, and the stylesheet loads its font from ``url(/...)``.
+Those few strings are rewritten to the prefix when a file is first read, so the pristine npm
+files are served unmodified otherwise. The service worker is left out: it would cache with
+root-absolute URLs, and the viewer must not outlive a revoked token in a cache.
+
+Files are cached in memory (bounded, least recently used): a Python route holds the GIL,
+so a request should cost a dictionary look-up, not a disk read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "application/javascript; charset=utf-8",
+    ".mjs": "application/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".wasm": "application/wasm",  # lets the browser compile while downloading
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".ico": "image/x-icon",
+    ".gif": "image/gif",
+    ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".ttf": "font/ttf",
+    ".txt": "text/plain; charset=utf-8",
+    ".xml": "application/xml",
+    ".webmanifest": "application/manifest+json",
+}
+# Content-hashed names (app.bundle.0f6159c501addfe9.js, 5130ccb17e3f3f5b.wasm, ...) never
+# change content: the browser may keep them for a year.
+_HASHED = re.compile(r"(?:^|[.-])[0-9a-f]{16}\.(?:js|wasm|woff2|css)$")
+# One path segment: no dot files, no "..", no separators or escapes.
+_SEGMENT = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*$")
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+DAILY = "public, max-age=86400"
+COMMON_HEADERS = {"X-Content-Type-Options": "nosniff"}
+# The viewer page: no framing by other sites, and no Referer (its URL may carry a token).
+PAGE_HEADERS = {**COMMON_HEADERS, "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "no-referrer"}
+_SERVICE_WORKER_TAG = re.compile(r'<script[^>]*src="/init-service-worker\.js"[^>]*></script>')
+
+
+class OhifLayoutError(RuntimeError):
+    """The dist/ does not look like the OHIF build these rewrites were made for."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+
+
+def cache_control(name: str) -> str:
+    if name in ("index.html", "app-config.js"):
+        return REVALIDATE
+    if _HASHED.search(name):
+        return IMMUTABLE
+    return DAILY
+
+
+def rewrite_index(html: str, prefix: str) -> str:
+    """index.html for the prefix: PUBLIC_URL, root-absolute references, no service worker."""
+    base = prefix.rstrip("/") + "/"
+    if 'window.PUBLIC_URL="/"' not in html or 'src="/app-config.js"' not in html:
+        raise OhifLayoutError("index.html does not set window.PUBLIC_URL=\"/\" or load /app-config.js")
+    html = _SERVICE_WORKER_TAG.sub("", html)
+    html = html.replace('window.PUBLIC_URL="/"', f'window.PUBLIC_URL="{base}"')
+    html = re.sub(r'(\b(?:href|src)=")/(?!/)', rf"\g<1>{base}", html)
+    return html
+
+
+def rewrite_script(text: bytes, prefix: str) -> bytes:
+    """Point webpack's public path (chunks, workers, WASM) at the prefix."""
+    base = prefix.rstrip("/") + "/"
+    return text.replace(b'__webpack_require__.p = "/";', f'__webpack_require__.p = "{base}";'.encode())
+
+
+def rewrite_stylesheet(text: bytes, prefix: str) -> bytes:
+    base = prefix.rstrip("/") + "/"
+    return re.sub(rb"url\(/(?!/)", b"url(" + base.encode(), text)
+
+
+def safe_relative(path: str) -> str | None:
+    """``path`` (below the prefix) as a relative file name, or None if it is not a plain one."""
+    if path in ("", "/"):
+        return "index.html"
+    if not path.startswith("/"):
+        return None
+    segments = path[1:].split("/")
+    if segments[-1] == "":
+        segments.pop()  # a trailing slash: a directory-like SPA route
+    if not segments or not all(_SEGMENT.match(s) for s in segments):
+        return None
+    return "/".join(segments)
+
+
+class StaticFiles:
+    """The files of one OHIF ``dist/`` folder, as served under ``prefix``."""
+
+    def __init__(self, root: str, prefix: str, cache_bytes: int) -> None:
+        self.root = Path(root).resolve()
+        self.prefix = prefix
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, Asset] = OrderedDict()
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def check(self) -> None:
+        """Raise :class:`OhifLayoutError` unless the folder looks like OHIF's dist/."""
+        index = self.root / "index.html"
+        if not index.is_file():
+            raise OhifLayoutError(f"{index} does not exist (run viewer/fetch-ohif)")
+        rewrite_index(index.read_text(encoding="utf-8"), self.prefix)
+
+    def get(self, path: str) -> Asset | None:
+        """The asset for a path below the prefix; SPA routes (no dot in the last segment)
+        get index.html; None when there is no such file."""
+        name = safe_relative(path)
+        if name is None:
+            return None
+        with self._lock:
+            asset = self._cache.get(name)
+            if asset is not None:
+                self._cache.move_to_end(name)
+                self.hits += 1
+                return asset
+        asset = self._load(name)
+        if asset is None and "." not in name.rsplit("/", 1)[-1]:
+            return self.get("/index.html")
+        if asset is not None:
+            self._remember(name, asset)
+        return asset
+
+    def _load(self, name: str) -> Asset | None:
+        file = (self.root / name).resolve()
+        # Defence in depth: the segments are already plain names, but a symlink could point out.
+        if not file.is_relative_to(self.root) or not file.is_file():
+            return None
+        self.misses += 1
+        body = file.read_bytes()
+        base = file.name
+        if name == "index.html":
+            body = rewrite_index(body.decode("utf-8"), self.prefix).encode("utf-8")
+        elif base.endswith(".js"):
+            body = rewrite_script(body, self.prefix)
+        elif base.endswith(".css"):
+            body = rewrite_stylesheet(body, self.prefix)
+        headers = {**(PAGE_HEADERS if base.endswith(".html") else COMMON_HEADERS),
+                   "Cache-Control": cache_control(name)}
+        return Asset(body, content_type(base), headers)
+
+    def _remember(self, name: str, asset: Asset) -> None:
+        size = len(asset.body)
+        if size > self.cache_bytes:
+            return
+        with self._lock:
+            if name in self._cache:
+                return
+            self._cache[name] = asset
+            self._cached_bytes += size
+            while self._cached_bytes > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= len(old.body)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes
