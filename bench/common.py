@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "plugin")]
 
 from tests.support.orthanc_server import OrthancServer, free_port, start_orthanc  # noqa: E402
 
@@ -48,7 +48,7 @@ def start_bare(extra: dict[str, object] | None = None) -> BareOrthanc:
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, **(extra or {}),
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - lives as long as the process
+    log = open(folder / "orthanc.log", "wb")
     process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http_port}"
     for _ in range(150):
@@ -92,7 +92,7 @@ def wrk(base: str, paths: list[str], headers: dict[str, str], seconds: int = 8, 
         raise ValueError("benchmarks only target loopback")
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     lua_paths = ",".join(json.dumps(p) for p in paths)
     lua_headers = "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
     script.write(f"local paths = {{{lua_paths}}}\nlocal n = 0\n{lua_headers}"
@@ -100,8 +100,10 @@ def wrk(base: str, paths: list[str], headers: dict[str, str], seconds: int = 8, 
                  "done = function(summary, latency, requests)\n"
                  "  io.write(string.format('NON2XX %d\\n', summary.errors.status))\nend\n")
     script.close()
+    command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+               "-s", script.name, base]
     output = subprocess.run(
-        ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", script.name, base],
+        command,
         check=True, capture_output=True, text=True, timeout=seconds + 60,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))  # type: ignore[union-attr]

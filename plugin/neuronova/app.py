@@ -7,11 +7,15 @@ request is denied except ``/neuronova/health``, which says why (never a secret).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from . import __version__, config
+from .ai import settings as ai_settings
+from .ai.api import AiApi
+from .ai.service import AiService, node_identity
 from .audit import AuditWriter
 from .dicomweb import DicomWebFront
 from .gate import Gate
@@ -49,6 +53,9 @@ class App:
     def __init__(self, host: Host, orthanc_config: Mapping[str, Any]) -> None:
         self.host = host
         self.started_at = time.time()
+        # Python threads hand the GIL over every 5 ms by default; the gate's filter runs on
+        # Orthanc's request threads and must not wait that long behind a busy worker.
+        sys.setswitchinterval(0.001)
         self.settings = config.load(orthanc_config)
         gate_config = gate_settings.parse(self.settings.gate)
         self.db = open_database(self.settings.database_url)
@@ -66,6 +73,10 @@ class App:
         # -- Viewer: OHIF same-origin under /ohif (generated app-config.js), Explorer additions
         self.viewer = ViewerService(
             viewer_settings.parse(config.section(config.section(orthanc_config, config.SECTION), "Viewer")), host)
+        # -- AI: stable studies -> rules -> durable jobs -> inference service -> SEG + SR (issue #4)
+        self.ai = AiService(ai_settings.parse(self.settings.ai, orthanc_config), host, self.db, self.gate.shares,
+                            node_identity(self.settings.data_dir))
+        AiApi(self.gate, self.ai).register(self.router)
         host.log_warning(
             f"NeuroNova {__version__}: gate armed ({len(gate_config.keys)} token key source(s), "
             f"{len(gate_config.admin_users)} admin user(s)), store {self.db.url_for_logs}"
@@ -97,6 +108,7 @@ class App:
             "audit": {"written": self.audit.written, "pending": self.audit.pending(), "failed": self.audit.failures},
             "warnings": problems,
             "viewer": self.viewer.health(),
+            "ai": self.ai.health(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
         })
 
@@ -119,8 +131,10 @@ class App:
             self.htj2k.forget(resource_id)
         if change in ("STABLE_STUDY", "NEW_STUDY", "DELETED"):
             self.gate.studies.invalidate()
+        self.ai.on_change(change, level, resource_id)  # AI: enqueues only (in memory)
 
     def stop(self) -> None:
+        self.ai.stop()  # AI: running jobs go back to the queue
         self.htj2k.stop()
         self.audit.close()
 

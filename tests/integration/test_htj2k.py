@@ -94,7 +94,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingested]:
     studies["corrupt"].study_uid = str(studies["corrupt"].instances[0].StudyInstanceUID)
     try:
         files: dict[str, bytes] = {}
-        for key, study in studies.items():
+        for study in studies.values():
             for ds in study.instances:
                 files[str(ds.SOPInstanceUID)] = to_bytes(ds)
         # ingest paths: C-STORE, STOW-RS and REST
@@ -226,7 +226,8 @@ def test_instance_retrieval_negotiates(ingested: Ingested) -> None:
     study = ingested.studies["j2k"]
     ds = study.instances[0]
     path = f"/dicom-web/studies/{study.study_uid}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
-    rendition = ingested.admin_get(path, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    any_syntax = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    rendition = ingested.admin_get(path, headers={"Accept": any_syntax})
     (part,) = parse_multipart(rendition.content, rendition.headers["Content-Type"])
     assert part.content_type.endswith(HTJ2K)
     assert pydicom.dcmread(io.BytesIO(part.body)).file_meta.TransferSyntaxUID == HTJ2K

@@ -18,7 +18,7 @@ class JwksServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 owner.fetches += 1
                 body = json.dumps({"keys": [owner.public_jwk(kid) for kid in owner.keys]}).encode()
                 self.send_response(200)

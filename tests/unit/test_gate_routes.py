@@ -1,6 +1,6 @@
 from neuronova.gate.routes import Scope, classify
 
-S, SE, I = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+S, SE, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 
 
 def test_dicomweb_routes() -> None:
@@ -8,8 +8,8 @@ def test_dicomweb_routes() -> None:
     assert classify("/dicom-web/series", "GET").scope is Scope.SEARCH
     assert classify("/dicom-web/instances", "GET").scope is Scope.SEARCH
     assert classify("/dicom-web/studies", "POST").scope is Scope.STOW
-    target = classify(f"/dicom-web/studies/{S}/series/{SE}/instances/{I}/frames/1,3,5", "GET")
-    assert (target.scope, target.study, target.series, target.instance) == (Scope.STUDY, S, SE, I)
+    target = classify(f"/dicom-web/studies/{S}/series/{SE}/instances/{SOP}/frames/1,3,5", "GET")
+    assert (target.scope, target.study, target.series, target.instance) == (Scope.STUDY, S, SE, SOP)
     assert target.route == "wado-rs/frames" and target.event == "110103"
     assert classify(f"/dicom-web/studies/{S}/series", "GET").event == "110112"
     for tail in ("", "/metadata", "/rendered", "/series", "/instances"):
@@ -29,8 +29,8 @@ def test_everything_unknown_is_admin_or_closed() -> None:
 
 
 def test_wado_uri_and_plugin_routes() -> None:
-    target = classify("/wado", "GET", {"studyUID": S, "objectUID": I})
-    assert (target.scope, target.study, target.instance) == (Scope.STUDY, S, I)
+    target = classify("/wado", "GET", {"studyUID": S, "objectUID": SOP})
+    assert (target.scope, target.study, target.instance) == (Scope.STUDY, S, SOP)
     assert classify("/neuronova/health", "GET").scope is Scope.PUBLIC
     assert classify("/neuronova/login", "POST").scope is Scope.PUBLIC
     assert classify("/neuronova/me", "GET").scope is Scope.USER

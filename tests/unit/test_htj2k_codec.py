@@ -19,6 +19,14 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from numpy.typing import NDArray
+from openjpeg.utils import decode as openjpeg_decode  # OpenJPEG, not OpenJPH
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import iter_pixels, pack_bits, pixel_array
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
 from neuronova.htj2k import codestream, encapsulation, encoder, jpeg_decoder, pixels
 from neuronova.htj2k.codec import (
     NotEncodable,
@@ -28,13 +36,6 @@ from neuronova.htj2k.codec import (
     frame_spans,
     uncompressed_frame,
 )
-from numpy.typing import NDArray
-from openjpeg.utils import decode as openjpeg_decode  # OpenJPEG, not OpenJPH
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
-from pydicom.pixels.decoders.base import get_decoder
-from pydicom.pixels.utils import iter_pixels, pack_bits, pixel_array
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 # The corpus holds deliberately malformed files; pydicom's warnings about them are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from neuronova.errors import HttpError
+
 from neuronova import multipart
+from neuronova.errors import HttpError
 from neuronova.htj2k.negotiation import (
     Available,
     Choice,

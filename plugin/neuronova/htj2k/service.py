@@ -11,11 +11,13 @@ failure never touches the original: the instance simply keeps being served from 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import queue
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +78,9 @@ class Htj2kService:
         self.backfill = BackfillProgress()
         self._backfill_ids: set[str] = set()
         self.encode_seconds_total = 0.0
+        self.stage_seconds: dict[str, tuple[int, float]] = {}  # stage -> (count, seconds)
         self.encoded_count = 0
+        self._pool = _encoder_pool(settings)
         self._threads = [
             threading.Thread(target=self._work, name=f"neuronova-htj2k-{n}", daemon=True)
             for n in range(settings.workers)
@@ -149,14 +153,20 @@ class Htj2kService:
                 select(table.c.status).where(table.c.instance_id == instance_id)).scalar_one_or_none()
         if existing is not None:
             return str(existing)
+        clock = time.perf_counter()
         try:
             original = self._host.rest_get(f"/instances/{instance_id}/file")
             tags = self._host.rest_get_json(f"/instances/{instance_id}")
         except OrthancCallError:
             return SKIPPED  # deleted meanwhile: nothing to do, nothing to record
         sop_uid = str(tags.get("MainDicomTags", {}).get("SOPInstanceUID", ""))
+        self._time("fetch", clock)
+        clock = time.perf_counter()
         try:
-            rendition = encode_rendition(original)
+            if self._pool is not None:
+                rendition = self._pool.submit(encode_rendition, original).result()
+            else:
+                rendition = encode_rendition(original)
         except NotEncodable as exc:
             self._record(instance_id, sop_uid, SKIPPED, error=exc.reason)
             return SKIPPED
@@ -164,19 +174,30 @@ class Htj2kService:
             self._host.log_warning(f"NeuroNova HTJ2K: no rendition for {instance_id}: {type(exc).__name__}: {exc}")
             self._record(instance_id, sop_uid, FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
             return FAILED
+        self._time("encode", clock)
+        clock = time.perf_counter()
         try:
             self._host.rest_put(f"/instances/{instance_id}/attachments/{self.settings.attachment}", rendition.data)
         except OrthancCallError as exc:
             self._record(instance_id, sop_uid, FAILED, error=f"storing the attachment failed: {exc}")
             return FAILED
+        self._time("store", clock)
+        clock = time.perf_counter()
         self._record(instance_id, sop_uid, DONE, transfer_syntax=rendition.source_transfer_syntax,
                      original_bytes=rendition.original_pixel_bytes, rendition_bytes=rendition.encoded_bytes,
                      frames=rendition.frames, encode_seconds=rendition.encode_seconds)
         self._index[instance_id] = rendition.frames
+        self._time("record", clock)
         with self._lock:
             self.encoded_count += 1
             self.encode_seconds_total += rendition.encode_seconds
         return DONE
+
+    def _time(self, stage: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        with self._lock:
+            count, total = self.stage_seconds.get(stage, (0, 0.0))
+            self.stage_seconds[stage] = (count + 1, total + elapsed)
 
     def _record(self, instance_id: str, sop_uid: str, status: str, *, error: str = "", transfer_syntax: str = "",
                 original_bytes: int = 0, rendition_bytes: int = 0, frames: Iterable[FrameSpan] = (),
@@ -332,6 +353,7 @@ class Htj2kService:
         done = by_status.get(DONE, (0, 0, 0))
         with self._lock:
             average = self.encode_seconds_total / self.encoded_count if self.encoded_count else 0.0
+            stages = dict(self.stage_seconds)
         return {
             "instances": total,
             "with_rendition": done[0],
@@ -343,6 +365,7 @@ class Htj2kService:
             "rendition_bytes": done[2],
             "compression_ratio": round(done[1] / done[2], 2) if done[2] else None,
             "average_encode_ms": round(average * 1000, 2),
+            "average_stage_ms": {stage: round(total / count * 1000, 2) for stage, (count, total) in stages.items()},
             "encoding_enabled": self.settings.enabled,
             "backfill": self.backfill.as_json(),
         }
@@ -363,3 +386,25 @@ class Htj2kService:
     def stop(self) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority(nice: int) -> None:
+    os.nice(nice)
+
+
+def _encoder_pool(settings: Settings) -> Executor | None:
+    """Encoder processes: encoding holds the GIL for a few milliseconds of pydicom and NumPy
+    work per frame, which would delay Orthanc's request threads (the gate's filter needs the
+    GIL); separate processes keep it out of Orthanc's interpreter altogether.
+
+    Orthanc embeds Python, so ``sys.executable`` is Orthanc itself: spawn an interpreter
+    explicitly. Spawned children receive the plugin's ``sys.path`` (venv first).
+    """
+    if settings.processes == 0:
+        return None
+    context = multiprocessing.get_context("spawn")
+    context.set_executable(settings.python)
+    return ProcessPoolExecutor(settings.processes, mp_context=context, initializer=_lower_priority,
+                               initargs=(settings.worker_nice,))

@@ -13,8 +13,8 @@ import re
 from ..errors import HttpError
 from ..host import Host
 from ..http import Request, Response
-from . import syntaxes
 from ..multipart import Part, build
+from . import syntaxes
 from .negotiation import Available, Choice, Representation, negotiate_frames, negotiate_instance
 from .service import Htj2kService, StoredRendition
 

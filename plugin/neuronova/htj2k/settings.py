@@ -14,7 +14,9 @@ from ..errors import ConfigError
 @dataclass(frozen=True)
 class Settings:
     enabled: bool  # encode new instances (serving existing renditions never stops)
-    workers: int  # encoder threads; 0 means one per core
+    workers: int  # threads that fetch, hand over to the encoders and store; 0: two per core
+    processes: int  # encoder processes (no GIL contention with Orthanc's threads); 0: encode in the threads
+    python: str  # interpreter that runs the encoder processes (they get the plugin's sys.path)
     worker_nice: int  # encoder threads yield the CPU to Orthanc's ingest and HTTP threads
     attachment: str  # the user content type declared in Orthanc's "UserContentType"
     cache_bytes: int  # in-memory cache of rendition and original files being served
@@ -24,14 +26,20 @@ class Settings:
 def parse(raw: Mapping[str, Any]) -> Settings:
     settings = Settings(
         enabled=option(raw, "Enabled", bool, True),
-        workers=option(raw, "Workers", int, 0) or (os.cpu_count() or 1),
+        workers=option(raw, "Workers", int, 0) or 2 * (os.cpu_count() or 1),
+        processes=option(raw, "Processes", int, os.cpu_count() or 1),
+        python=option(raw, "PythonExecutable", str, "/usr/bin/python3.11"),
         worker_nice=option(raw, "WorkerNice", int, 10),
         attachment=option(raw, "Attachment", str, "htj2k"),
         cache_bytes=option(raw, "CacheMegabytes", int, 256) * 1024 * 1024,
         backfill_batch=option(raw, "BackfillBatch", int, 500),
     )
     if not 1 <= settings.workers <= 64:
-        raise ConfigError("Htj2k.Workers must be between 1 and 64 (0: one per core)")
+        raise ConfigError("Htj2k.Workers must be between 1 and 64 (0: two per core)")
+    if not 0 <= settings.processes <= 64:
+        raise ConfigError("Htj2k.Processes must be between 0 and 64")
+    if settings.processes and not os.access(settings.python, os.X_OK):
+        raise ConfigError(f"Htj2k.PythonExecutable {settings.python} is not an executable")
     if not 0 <= settings.worker_nice <= 19:
         raise ConfigError("Htj2k.WorkerNice must be between 0 and 19")
     if not settings.attachment.replace("-", "").replace("_", "").isalnum():
