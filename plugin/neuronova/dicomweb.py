@@ -14,6 +14,7 @@ import email.parser
 import email.policy
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -156,6 +157,7 @@ class DicomWebFront:
         self.retrieve: RetrieveHandler = OriginalRetriever(host)
         self.on_stored: Callable[[str], None] | None = None
         self.metadata_cache = VersionedCache(metadata_cache_bytes)
+        self.search_cache = VersionedCache(32 * 1024 * 1024)
         self.generation = 0  # bumped by App.on_change for every new or deleted resource
         self.annotate_metadata: Callable[[bytes], bytes] | None = None
 
@@ -186,13 +188,13 @@ class DicomWebFront:
         query = dict(request.query)
         query.pop("token", None)
         if visibility.everything:
-            return self._json_answer(request, self._internal_get(rest, query))
+            return self._json_answer(request, self._cached_search(rest, query))
         limit = _bounded_int(query.pop("limit", ""), "limit")
         offset = _bounded_int(query.pop("offset", ""), "offset") or 0
         narrowed = _narrow(query, visibility)
         if narrowed is None:
             return Response(200, b"[]", DICOM_JSON)
-        results = json.loads(self._internal_get(rest, narrowed) or b"[]")
+        results = json.loads(self._cached_search(rest, narrowed) or b"[]")
         # Defence in depth: whatever the narrowing did, only permitted studies go out.
         allowed = [r for r in results if _tag_value(r, STUDY_UID) in visibility.studies]
         page = allowed[offset:offset + limit] if limit else allowed[offset:]
@@ -201,6 +203,17 @@ class DicomWebFront:
     def _internal_get(self, rest: str, query: dict[str, str]) -> bytes:
         uri = INTERNAL_ROOT + rest + ("?" + urlencode(query) if query else "")
         return self._host.rest_get(uri, after_plugins=True)
+
+    def _cached_search(self, rest: str, query: dict[str, str]) -> bytes:
+        """QIDO answers, cached while this node sees no change (and for 5 s at most, for the
+        changes other nodes of a shared index make): viewers repeat the same searches."""
+        key = ("qido", rest, tuple(sorted(query.items())))
+        version = f"{self.generation}:{int(time.monotonic() // 5)}"
+        body = self.search_cache.get(key, version)
+        if body is None:
+            body = self._internal_get(rest, query)
+            self.search_cache.put(key, version, body)
+        return body
 
     def _json_answer(self, request: Request, body: bytes) -> Response:
         return Response(200, self._public_urls(request, body), DICOM_JSON)

@@ -32,6 +32,7 @@ class GrantIndex:
         self._lock = threading.Lock()
         self._by_study: dict[str, dict[str, set[str]]] = {}
         self._by_subject: dict[str, set[str]] = {}
+        self.version = 0  # bumped on every change: caches keyed by it see changes at once
         self.reload()
 
     def reload(self) -> None:
@@ -44,6 +45,7 @@ class GrantIndex:
             by_subject.setdefault(row.subject, set()).add(row.study_uid)
         with self._lock:
             self._by_study, self._by_subject = by_study, by_subject
+            self.version += 1
 
     def relations(self, study_uid: str, subject: str) -> frozenset[str]:
         return frozenset(self._by_study.get(study_uid, {}).get(subject, ()))
@@ -68,6 +70,7 @@ class GrantIndex:
                     connection.execute(insert(grants_table).values(**grant.__dict__))
             self._by_study.setdefault(study_uid, {}).setdefault(subject, set()).add(relation)
             self._by_subject.setdefault(subject, set()).add(study_uid)
+            self.version += 1
         return grant
 
     def remove(self, study_uid: str, subject: str) -> int:
@@ -80,4 +83,5 @@ class GrantIndex:
                 ).rowcount
             self._by_study.get(study_uid, {}).pop(subject, None)
             self._by_subject.get(subject, set()).discard(study_uid)
+            self.version += 1
         return int(removed or 0)

@@ -61,6 +61,8 @@ class Gate:
         self.policy = Policy(settings, self.grants, self.studies)
         self._identities: TtlCache[str, Identity] = TtlCache(settings.token_cache_size, 3600.0, time.time)
         self._rejections: TtlCache[str, str] = TtlCache(settings.token_cache_size, NEGATIVE_CACHE_SECONDS)
+        self._visibility: TtlCache[tuple[object, ...], Visibility] = TtlCache(
+            settings.token_cache_size, settings.study_cache_seconds)
 
     # -- authentication -------------------------------------------------------------------
 
@@ -203,7 +205,14 @@ class Gate:
         self._audit.flush()
 
     def visibility(self, identity: Identity) -> Visibility:
-        return self.policy.visibility(identity)
+        """What a search may return; cached until grants or studies change (or 30 s pass)."""
+        key = (identity.subject, identity.role, identity.name, identity.patient_id, identity.share_study,
+               self.grants.version, self.studies.version)
+        cached = self._visibility.get(key)
+        if cached is None:
+            cached = self.policy.visibility(identity)
+            self._visibility.put(key, cached)
+        return cached
 
     def allow_request(self, uri: str, method_code: int, ip: str, headers: Mapping[str, str],
                       query: Mapping[str, str]) -> bool:

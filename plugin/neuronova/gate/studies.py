@@ -41,6 +41,7 @@ class StudyDirectory:
         self._attributes = tuple(dict.fromkeys(attributes))
         self._facts: TtlCache[str, StudyFacts | None] = TtlCache(20000, facts_ttl)
         self._parents: TtlCache[tuple[str, str], str] = TtlCache(200000, 3600.0)
+        self.version = 0  # bumped when studies arrive, change or go
 
     def facts(self, study_uid: str) -> StudyFacts | None:
         cached = self._facts.get(study_uid)
@@ -79,6 +80,7 @@ class StudyDirectory:
     def invalidate(self) -> None:
         """Drop cached facts (a study arrived, changed or was deleted)."""
         self._facts.clear()
+        self.version += 1
 
     def study_of(self, level: str, uid: str) -> str | None:
         """StudyInstanceUID of a series (``level="series"``) or instance (``"instance"``)."""

@@ -254,13 +254,55 @@ def uncompressed_frame(dicom_bytes: bytes, number: int) -> bytes:
 def _raw_native_frame(data: bytes, position: int, ds: Dataset, ts: str, number: int, frames: int) -> bytes | None:
     """The stored bytes of a native little-endian frame, read from the Pixel Data element
     that starts at ``position`` in ``data`` (where pydicom stopped before pixels)."""
+    start, length = _pixel_data_value(data, position, ts)
+    return _frame_slice(memoryview(data)[start : start + length], ds, number, frames)
+
+
+def _pixel_data_value(data: bytes, position: int, ts: str) -> tuple[int, int]:
+    """(start, length) of the native Pixel Data value whose element starts at ``position``."""
     if data[position : position + 4] != b"\xe0\x7f\x10\x00":
         raise NotEncodable("no Pixel Data (float pixel data is not served as frames)")
     if ts == syntaxes.IMPLICIT_VR_LITTLE_ENDIAN:
-        length, start = int.from_bytes(data[position + 4 : position + 8], "little"), position + 8
-    else:  # explicit VR OB/OW: tag, VR, 2 reserved bytes, 4-byte length
-        length, start = int.from_bytes(data[position + 8 : position + 12], "little"), position + 12
-    return _frame_slice(memoryview(data)[start : start + length], ds, number, frames)
+        return position + 8, int.from_bytes(data[position + 4 : position + 8], "little")
+    # explicit VR OB/OW: tag, VR, 2 reserved bytes, 4-byte length
+    return position + 12, int.from_bytes(data[position + 8 : position + 12], "little")
+
+
+@dataclass(frozen=True)
+class NativeFrames:
+    """Where the frames of a native little-endian original are: frame n (1-based) is
+    ``data[start + (n - 1) * size : start + n * size]`` — a slice, no parsing."""
+
+    start: int
+    size: int
+    count: int
+
+    def frame(self, data: bytes, number: int) -> bytes:
+        if not 1 <= number <= self.count:
+            raise IndexError(f"frame {number} does not exist (the instance has {self.count})")
+        offset = self.start + (number - 1) * self.size
+        return data[offset : offset + self.size]
+
+
+def native_frames(dicom_bytes: bytes) -> NativeFrames | None:
+    """The frame layout of a native (not deflated) little-endian original whose frames are
+    whole bytes, or None: such frames are then served through :func:`uncompressed_frame`.
+    Computed once per instance by the server, so repeated frame requests only slice."""
+    fp = io.BytesIO(dicom_bytes)
+    try:
+        ds = dcmread(fp, stop_before_pixels=True)
+        ts = transfer_syntax_of(ds)
+        if ts not in syntaxes.NATIVE_LITTLE_ENDIAN or ts == syntaxes.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            return None
+        frames = number_of_frames(ds)
+        start, length = _pixel_data_value(dicom_bytes, fp.tell(), ts)
+        total = get_expected_length(ds, "bytes")
+    except Exception:  # noqa: BLE001 - anything unusual goes the general way
+        return None
+    samples = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+    if total % frames or min(length, len(dicom_bytes) - start) < total or (int(ds.BitsAllocated) == 1 and (total // frames) * 8 != samples):
+        return None
+    return NativeFrames(start, total // frames, frames)
 
 
 def _frame_slice(pixel_data: bytes | memoryview, ds: Dataset, number: int, frames: int) -> bytes | None:

@@ -246,12 +246,16 @@ class Htj2kService:
         return StoredRendition(data, spans)
 
     def original(self, instance_id: str) -> bytes:
+        return self.original_with_version(instance_id)[0]
+
+    def original_with_version(self, instance_id: str) -> tuple[bytes, str]:
+        """The stored original and its MD5 (the version per-instance caches are keyed by)."""
         version = self._host.rest_get(f"/instances/{instance_id}/attachments/dicom/md5").decode()
         data = self.files.get(("dicom", instance_id), version)
         if data is None:
             data = self._host.rest_get(f"/instances/{instance_id}/file")
             self.files.put(("dicom", instance_id), version, data)
-        return data
+        return data, version
 
     def with_rendition(self, sop_uids: list[str]) -> set[str]:
         """Which of these SOP Instance UIDs have a rendition (for metadata)."""

@@ -10,13 +10,17 @@ from __future__ import annotations
 import io
 import re
 
+from ..caches import TtlCache
 from ..errors import HttpError
 from ..host import Host
 from ..http import Request, Response
 from ..multipart import Part, build
 from . import syntaxes
 from .negotiation import Available, Choice, Representation, negotiate_frames, negotiate_instance
+from .pixels import NativeFrames, native_frames
 from .service import Htj2kService, StoredRendition
+
+_NOT_NATIVE = NativeFrames(0, 0, 0)  # cached answer "frames of this original need decoding"
 
 _UID = r"[0-9]+(?:\.[0-9]+)*"
 _FRAMES = re.compile(rf"^/studies/{_UID}/series/{_UID}/instances/(?P<instance>{_UID})/frames/(?P<frames>[0-9,]+)$")
@@ -30,6 +34,10 @@ class Htj2kRetriever:
     def __init__(self, host: Host, service: Htj2kService) -> None:
         self._host = host
         self._service = service
+        # Per-instance facts that never change while the instance exists; an instance
+        # deleted and stored again is re-read after the TTL (and layouts are keyed by MD5).
+        self._syntaxes: TtlCache[str, str] = TtlCache(100000, 300.0)
+        self._native: TtlCache[tuple[str, str], NativeFrames] = TtlCache(100000, 3600.0)
 
     def handle(self, request: Request, rest: str) -> Response | None:
         match = _FRAMES.match(rest)
@@ -69,9 +77,15 @@ class Htj2kRetriever:
                 raise HttpError(404, f"frame {number} does not exist (the instance has {len(rendition.frames)})")
             offset, length = rendition.frames[number - 1]
             return rendition.data[offset:offset + length]
-        original = self._service.original(instance_id)
+        original, version = self._service.original_with_version(instance_id)
         try:
             if choice.representation is Representation.UNCOMPRESSED:
+                layout = self._native.get((instance_id, version))
+                if layout is None:
+                    layout = native_frames(original) or _NOT_NATIVE
+                    self._native.put((instance_id, version), layout)
+                if layout is not _NOT_NATIVE:
+                    return layout.frame(original, number)
                 return uncompressed_frame(original, number)
             return _original_frame(original, number)
         except IndexError as exc:
@@ -80,7 +94,11 @@ class Htj2kRetriever:
             raise HttpError(406, f"this frame cannot be served uncompressed: {exc.reason}") from exc
 
     def _transfer_syntax(self, instance_id: str) -> str:
-        return self._host.rest_get(f"/instances/{instance_id}/metadata/TransferSyntax").decode().strip()
+        cached = self._syntaxes.get(instance_id)
+        if cached is None:
+            cached = self._host.rest_get(f"/instances/{instance_id}/metadata/TransferSyntax").decode().strip()
+            self._syntaxes.put(instance_id, cached)
+        return cached
 
     # -- instances, series, studies -------------------------------------------------------
 
