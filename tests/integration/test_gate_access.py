@@ -277,3 +277,53 @@ def test_dicom_network_for_configured_modalities(world: World) -> None:
         assoc.release()
         assert all(getattr(status, "Status", None) not in (0xFF00, 0xFF01) for status, _ in responses)
         assert all(identifier is None for _, identifier in responses)
+
+
+def test_c_get_and_c_move_for_configured_modalities(world: World) -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        CTImageStorage,
+        MRImageStorage,
+        StudyRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
+
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = world.a.study_uid
+    # C-GET: the instances come back on the same association
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    for storage in (MRImageStorage, CTImageStorage):
+        ae.add_requested_context(storage)
+    roles = [build_role(MRImageStorage, scp_role=True), build_role(CTImageStorage, scp_role=True)]
+    assoc = ae.associate("127.0.0.1", world.server.dicom_port, ae_title="NEURONOVA", ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    statuses = [int(s.Status) for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)]
+    assoc.release()
+    assert statuses[-1] == 0x0000 and sorted(received) == sorted(world.a.sop_uids)
+    # C-MOVE to the modality's own listener (configured host and port)
+    received.clear()
+    scp = AE(ae_title="TESTSCU")
+    for storage in (MRImageStorage, CTImageStorage):
+        scp.add_supported_context(storage)
+    server = scp.start_server(("127.0.0.1", world.scu_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        mover = AE(ae_title="TESTSCU")
+        mover.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        assoc = mover.associate("127.0.0.1", world.server.dicom_port, ae_title="NEURONOVA")
+        assert assoc.is_established
+        statuses = [int(s.Status) for s, _ in assoc.send_c_move(query, "TESTSCU",
+                                                                  StudyRootQueryRetrieveInformationModelMove)]
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert statuses[-1] == 0x0000 and sorted(received) == sorted(world.a.sop_uids)
