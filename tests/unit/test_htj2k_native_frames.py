@@ -6,26 +6,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_files
 
 from neuronova.htj2k.pixels import native_frames, uncompressed_frame
+from tests.support.corpus import corpus_files, transfer_syntax
 
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 
 
-def candidates() -> list[str]:
-    found = []
-    for path in sorted(set(get_testdata_files("*.dcm"))):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:  # noqa: S112 - not every test file is valid DICOM
-            continue
-        if str(ds.file_meta.get("TransferSyntaxUID", "")) in NATIVE_LE and "Rows" in ds:
-            found.append(path)
-    return found
-
-
-FILES = candidates()
+FILES = corpus_files(lambda ds: transfer_syntax(ds) in NATIVE_LE and "Rows" in ds)
 
 
 def test_enough_native_files() -> None:

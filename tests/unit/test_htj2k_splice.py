@@ -7,30 +7,18 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_files
 
 from neuronova.htj2k import codec, splice
 from neuronova.htj2k.codec import encode_rendition
 from neuronova.htj2k.encoder import encode_frame
 from neuronova.htj2k.errors import NotEncodable
+from tests.support.corpus import corpus_files, transfer_syntax
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
-def native_monochrome_files() -> list[str]:
-    found = []
-    for path in sorted(set(get_testdata_files("*.dcm"))):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:  # noqa: S112 - not every test file is valid DICOM
-            continue
-        if (str(ds.file_meta.get("TransferSyntaxUID", "")) == EXPLICIT_LE and int(ds.get("SamplesPerPixel", 1)) == 1
-                and int(ds.get("BitsAllocated", 0)) in (8, 16)):
-            found.append(path)
-    return found
-
-
-FILES = native_monochrome_files()
+FILES = corpus_files(lambda ds: transfer_syntax(ds) == EXPLICIT_LE and int(ds.get("SamplesPerPixel", 1)) == 1
+                   and int(ds.get("BitsAllocated", 0)) in (8, 16))
 
 
 def test_there_are_enough_native_files_to_compare() -> None:
