@@ -7,7 +7,7 @@ FROM debian:12-slim
 ENV NEURONOVA_HOME=/opt/neuronova \
     NEURONOVA_VENV=/opt/neuronova/.venv \
     NEURONOVA_DATA_DIR=/var/lib/neuronova \
-    PYTHONPATH=/opt/neuronova/.venv/lib/python3.11/site-packages
+    PYTHONPATH=/opt/neuronova/.venv/lib/python3.11/site-packages:/opt/neuronova
 COPY . /opt/neuronova
 RUN /opt/neuronova/scripts/install --runtime-only && rm -rf /var/lib/apt/lists/*
 VOLUME /var/lib/neuronova

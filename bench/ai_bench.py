@@ -117,7 +117,7 @@ def pct(values: list[float], p: float) -> float:
 
 def latency(server: OrthancServer, stub: Stub, count: int) -> None:
     total, intake, queue, dispatch, changes_gap = [], [], [], [], []
-    for i in range(count):
+    for _ in range(count):
         study = upload(server, "latency bench", f"bench-latency-{uuid.uuid4()}", 5, stub)
         job = wait_jobs(server, study)
         if job["status"] != "succeeded":
@@ -128,7 +128,8 @@ def latency(server: OrthancServer, stub: Stub, count: int) -> None:
         intake.append((created - triggered) * 1000)
         queue.append((started - created) * 1000)
         dispatch.append((arrived - started) * 1000)
-        study_id = requests.post(server.base + "/tools/lookup", data=study, auth=server.admin, timeout=10).json()[0]["ID"]
+        found = requests.post(server.base + "/tools/lookup", data=study, auth=server.admin, timeout=10).json()
+        study_id = found[0]["ID"]
         changes = requests.get(server.base + "/changes?limit=10000", auth=server.admin, timeout=10).json()["Changes"]
         stable = [c for c in changes if c["ChangeType"] == "StableStudy" and c["ID"] == study_id]
         when = datetime.strptime(stable[0]["Date"], "%Y%m%dT%H%M%S").timestamp()  # Orthanc: local time, whole s

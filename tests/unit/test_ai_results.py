@@ -12,6 +12,12 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from ai_client import InferenceResult, volume_from_datasets
+from ai_client.reference_service import infer_volume
+from ai_client.testing import mr_head_series, mr_small
 from neuronova.ai.results import (
     AI_MARKER,
     CONFIDENCE,
@@ -31,12 +37,6 @@ from neuronova.ai.results import (
     to_part10,
     voxel_volume_mm3,
 )
-from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
-
-from ai_client import InferenceResult, volume_from_datasets
-from ai_client.reference_service import infer_volume
-from ai_client.testing import mr_head_series, mr_small
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ class Job:
     result: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
+    def from_row(cls, row: Mapping[Any, Any]) -> Job:
         values = dict(row)
         text = values.pop("result") or "{}"
         try:
@@ -196,7 +196,7 @@ class JobStore:
             rows = connection.execute(statement).mappings().all()
         return [Event(r["time"], r["attempt"], r["event"], r["duration"], r["retry_in"], r["detail"]) for r in rows]
 
-    def list(self, *, study: str = "", status: str = "", model: str = "", studies: frozenset[str] | None = None,
+    def find(self, *, study: str = "", status: str = "", model: str = "", studies: frozenset[str] | None = None,
              limit: int = 100, offset: int = 0) -> list[Job]:
         """Newest first. ``studies`` (None: all) restricts to the studies a caller may see."""
         statement = select(ai_jobs).order_by(ai_jobs.c.created_at.desc(), ai_jobs.c.id)
@@ -324,6 +324,26 @@ class JobStore:
             values = {"status": QUEUED, "next_attempt_at": now, "attempts": max(int(attempt) - 1, 0)}
         return self._finish(job_id, owner, values, Event(now, int(attempt), "interrupted", None, None, reason))
 
+    def unclaim(self, job: Job, owner: str) -> bool:
+        """Undo a claim whose attempt never started (Orthanc began stopping): back to the
+        queue as it was, no event, no attempt counted."""
+        with self._db.engine.begin() as connection:
+            changed = connection.execute(
+                update(ai_jobs).where(ai_jobs.c.id == job.id, ai_jobs.c.status == RUNNING,
+                                      ai_jobs.c.lease_owner == owner)
+                .values(status=QUEUED, attempts=max(job.attempts - 1, 0), lease_owner="", lease_until=0.0,
+                        updated_at=self._clock())
+            ).rowcount
+        return changed == 1
+
+    def release_owner(self, owner: str, reason: str) -> bool:
+        """:meth:`release` the running job leased to ``owner``, if there is one."""
+        with self._db.engine.connect() as connection:
+            job_id = connection.execute(
+                select(ai_jobs.c.id).where(ai_jobs.c.status == RUNNING, ai_jobs.c.lease_owner == owner)
+            ).scalar_one_or_none()
+        return job_id is not None and self.release(str(job_id), owner, reason)
+
     def recover(self, node: str) -> int:
         """Re-queue the jobs this node left running (Orthanc stopped or crashed mid-job)."""
         with self._db.engine.connect() as connection:
@@ -372,7 +392,9 @@ class JobStore:
         with self._db.engine.begin() as connection:
             connection.execute(delete(ai_pending).where(ai_pending.c.study_id == study_id))
 
-    def pending(self) -> list[str]:
+    def pending(self, seen_before: float | None = None) -> list[str]:
+        statement = select(ai_pending.c.study_id).order_by(ai_pending.c.seen_at)
+        if seen_before is not None:
+            statement = statement.where(ai_pending.c.seen_at < seen_before)
         with self._db.engine.connect() as connection:
-            return [str(v) for v in connection.execute(
-                select(ai_pending.c.study_id).order_by(ai_pending.c.seen_at)).scalars()]
+            return [str(v) for v in connection.execute(statement).scalars()]

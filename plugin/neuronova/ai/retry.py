@@ -20,7 +20,7 @@ def backoff_delay(policy: RetryPolicy, retry_index: int, retry_after: float | No
     nominal = min(policy.max_delay_seconds, policy.base_delay_seconds * policy.factor ** max(0, retry_index))
     delay = nominal * (1.0 - policy.jitter * rand())
     if retry_after is not None and retry_after > delay:
-        delay = min(float(retry_after), max(policy.max_delay_seconds, nominal))
+        delay = min(float(retry_after), policy.max_delay_seconds)
     return max(0.0, delay)
 
 

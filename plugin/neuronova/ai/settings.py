@@ -298,7 +298,8 @@ def parse(raw: Mapping[str, Any], orthanc_config: Mapping[str, Any] | None = Non
     stable_age = orthanc_config.get("StableAge", 60)
     settings = Settings(
         inference_url=inference_url,
-        dicomweb_url=_url(option(raw, "DicomWebUrl", str, ""), "Ai.DicomWebUrl") or default_dicomweb_url(orthanc_config),
+        dicomweb_url=_url(option(raw, "DicomWebUrl", str, ""), "Ai.DicomWebUrl")
+        or default_dicomweb_url(orthanc_config),
         workers=option(raw, "Workers", int, 2),
         token_ttl_seconds=option(raw, "TokenTtlSeconds", int, 900),
         lease_seconds=option(raw, "LeaseSeconds", float, 60.0),
