@@ -22,6 +22,19 @@ class Request:
     body: bytes = b""
     ip: str = ""
 
+    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+        """An integer query parameter within [low, high] (400 otherwise)."""
+        raw = self.query.get(name, "")
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise HttpError(400, f"{name} must be an integer") from exc
+        if not low <= value <= high:
+            raise HttpError(400, f"{name} must be between {low} and {high}")
+        return value
+
     def json(self) -> Any:
         try:
             return json.loads(self.body or b"null")

@@ -20,6 +20,8 @@ from ai_client.reference_service import infer_volume
 from ai_client.testing import part10
 from neuronova.errors import OrthancCallError
 
+from .fakes import RecordingHost
+
 SERIES_TAGS = ("SeriesInstanceUID", "Modality", "SeriesDescription", "Manufacturer", "BodyPartExamined",
                "ProtocolName", "SeriesNumber")
 STUDY_TAGS = ("StudyInstanceUID", "StudyDescription", "AccessionNumber", "ReferringPhysicianName", "StudyDate")
@@ -30,16 +32,15 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value)
 
 
-class FakeOrthanc:
+class FakeOrthanc(RecordingHost):
     """Implements neuronova.host.Host over a dict of datasets."""
 
     def __init__(self, datasets: Iterable[Dataset] = ()) -> None:
+        super().__init__()
         self.instances: dict[str, Dataset] = {}  # SOP UID -> dataset
         self.lock = threading.Lock()
         self.calls: list[str] = []
         self.posted: list[Dataset] = []
-        self.metrics: dict[str, float] = {}
-        self.logs: list[str] = []
         self.stable = True
         self.fail_posts = 0  # the next N POST /instances fail with 500
         self.fail_study_reads = 0  # the next N GET /studies/... fail with 500
@@ -144,23 +145,6 @@ class FakeOrthanc:
         self.posted.append(ds)
         return json.dumps({"ID": f"in-{uid}", "Status": status, "ParentSeries": f"se-{ds.SeriesInstanceUID}"}).encode()
 
-    def rest_put(self, uri: str, body: bytes) -> bytes:
-        raise NotImplementedError
-
-    def rest_delete(self, uri: str) -> None:
-        raise NotImplementedError
-
-    def set_metric(self, name: str, value: float) -> None:
-        self.metrics[name] = value
-
-    def log_info(self, message: str) -> None:
-        self.logs.append(message)
-
-    def log_warning(self, message: str) -> None:
-        self.logs.append(message)
-
-    def log_error(self, message: str) -> None:
-        self.logs.append(message)
 
 
 Step = BaseException | Callable[[], None] | None

@@ -17,11 +17,36 @@ class FakeStudy:
     series: dict[str, list[str]] = field(default_factory=dict)  # series uid -> sop uids
 
 
-class FakeHost:
-    def __init__(self, studies: list[FakeStudy]) -> None:
-        self.studies = {s.uid: s for s in studies}
+class RecordingHost:
+    """The parts of the Host interface every fake shares: logs and metrics are kept."""
+
+    def __init__(self) -> None:
         self.logs: list[str] = []
         self.metrics: dict[str, float] = {}
+
+    def rest_put(self, uri: str, body: bytes) -> bytes:
+        raise NotImplementedError
+
+    def rest_delete(self, uri: str) -> None:
+        raise NotImplementedError
+
+    def set_metric(self, name: str, value: float) -> None:
+        self.metrics[name] = value
+
+    def log_info(self, message: str) -> None:
+        self.logs.append(message)
+
+    def log_warning(self, message: str) -> None:
+        self.logs.append(message)
+
+    def log_error(self, message: str) -> None:
+        self.logs.append(message)
+
+
+class FakeHost(RecordingHost):
+    def __init__(self, studies: list[FakeStudy]) -> None:
+        super().__init__()
+        self.studies = {s.uid: s for s in studies}
         self.calls = 0
         self.fail = False
 
@@ -81,21 +106,3 @@ class FakeHost:
         found = [s for s in self.studies.values() if all(
             (s.patient_id if k == "PatientID" else s.tags.get(k, "")).upper() == v.upper() for k, v in query.items())]
         return json.dumps([{"MainDicomTags": {"StudyInstanceUID": s.uid}} for s in found]).encode()
-
-    def rest_put(self, uri: str, body: bytes) -> bytes:
-        raise NotImplementedError
-
-    def rest_delete(self, uri: str) -> None:
-        raise NotImplementedError
-
-    def set_metric(self, name: str, value: float) -> None:
-        self.metrics[name] = value
-
-    def log_info(self, message: str) -> None:
-        self.logs.append(message)
-
-    def log_warning(self, message: str) -> None:
-        self.logs.append(message)
-
-    def log_error(self, message: str) -> None:
-        self.logs.append(message)

@@ -32,18 +32,6 @@ JOB_ID = r"[0-9a-f]{32}"
 ROUTE = "ai/jobs"
 
 
-def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise HttpError(400, f"{name} must be an integer") from exc
-    if not low <= value <= high:
-        raise HttpError(400, f"{name} must be between {low} and {high}")
-    return value
-
 
 class AiApi:
     def __init__(self, gate: Gate, service: AiService) -> None:
@@ -108,28 +96,29 @@ class AiApi:
         jobs = self.service.jobs.find(
             study=study, status=status, model=q.get("model", ""),
             studies=None if visibility.everything else visibility.studies,
-            limit=_int(request, "limit", 100, 1, 1000), offset=_int(request, "offset", 0, 0, 10**9),
+            limit=request.int_param("limit", 100, 1, 1000), offset=request.int_param("offset", 0, 0, 10**9),
         )
         self._audit(identity, request, study, ALLOW, f"list AI jobs ({len(jobs)})")
         return json_response([self._json(job) for job in jobs])
 
-    def get_job(self, request: Request) -> Response:
-        identity = caller(self.gate, request)
+    def _visible_job(self, identity: Identity, request: Request) -> Job:
+        """The job in the path, if the caller may see its study (404 otherwise, audited)."""
         job = self.service.jobs.get(request.groups[0])
         if job is None or not self._may_see(identity, job):
             if job is not None:
                 self._audit(identity, request, job.study_uid, DENY, "job of a study the caller may not see")
             raise HttpError(404, "no such job")
+        return job
+
+    def get_job(self, request: Request) -> Response:
+        identity = caller(self.gate, request)
+        job = self._visible_job(identity, request)
         self._audit(identity, request, job.study_uid, ALLOW, f"read AI job {job.id}")
         return json_response(self._json(job, with_history=True))
 
     def retry_job(self, request: Request) -> Response:
         identity = caller(self.gate, request)
-        job = self.service.jobs.get(request.groups[0])
-        if job is None or not self._may_see(identity, job):
-            if job is not None:
-                self._audit(identity, request, job.study_uid, DENY, "job of a study the caller may not see")
-            raise HttpError(404, "no such job")
+        job = self._visible_job(identity, request)
         self._may_run(identity, request, job.study_uid)
         try:
             job = self.service.retry(job.id, identity.subject)

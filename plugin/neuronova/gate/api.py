@@ -42,18 +42,6 @@ def require_admin(gate: Gate, request: Request) -> Identity:
     return identity
 
 
-def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise HttpError(400, f"{name} must be an integer") from exc
-    if not low <= value <= high:
-        raise HttpError(400, f"{name} must be between {low} and {high}")
-    return value
-
 
 class GateApi:
     def __init__(self, gate: Gate, db: Database) -> None:
@@ -176,8 +164,8 @@ class GateApi:
         self.gate.flush_audit()
         rows = audit_log.query(
             self.db, user=q.get("user", ""), study=q.get("study", ""), decision=q.get("decision", ""),
-            since=since, until=until, limit=_int(request, "limit", 100, 1, 100000),
-            offset=_int(request, "offset", 0, 0, 10**12),
+            since=since, until=until, limit=request.int_param("limit", 100, 1, 100000),
+            offset=request.int_param("offset", 0, 0, 10**12),
         )
         if q.get("format") == "jsonl":
             return Response(200, "".join(audit_log.as_json_lines(rows)).encode(), "application/x-ndjson")

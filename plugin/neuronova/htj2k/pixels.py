@@ -300,7 +300,8 @@ def native_frames(dicom_bytes: bytes) -> NativeFrames | None:
     except Exception:  # noqa: BLE001 - anything unusual goes the general way
         return None
     samples = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
-    if total % frames or min(length, len(dicom_bytes) - start) < total or (int(ds.BitsAllocated) == 1 and (total // frames) * 8 != samples):
+    whole_bytes = int(ds.BitsAllocated) != 1 or (total // frames) * 8 == samples
+    if total % frames or min(length, len(dicom_bytes) - start) < total or not whole_bytes:
         return None
     return NativeFrames(start, total // frames, frames)
 
