@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 from .caches import VersionedCache
 from .dicomweb_paths import INTERNAL_ROOT, PUBLIC_ROOT
@@ -201,7 +201,7 @@ class DicomWebFront:
         return self._json_answer(request, json.dumps(page).encode())
 
     def _internal_get(self, rest: str, query: dict[str, str]) -> bytes:
-        uri = INTERNAL_ROOT + rest + ("?" + urlencode(query) if query else "")
+        uri = INTERNAL_ROOT + rest + ("?" + internal_query(query) if query else "")
         return self._host.rest_get(uri, after_plugins=True)
 
     def _cached_search(self, rest: str, query: dict[str, str]) -> bytes:
@@ -331,6 +331,17 @@ def _sop_ref(tags: dict[str, Any], failure: int | None = None) -> dict[str, Any]
     if failure is not None:
         ref["00081197"] = {"vr": "US", "Value": [failure]}
     return ref
+
+
+def internal_query(query: dict[str, str]) -> str:
+    """A query string for an internal call. Orthanc 1.10.1 does not percent-decode the values
+    it hands to plugins (docs/runtime-facts.md), so values go literally; only the characters
+    that would split the query are encoded (the DICOMweb plugin then sees them encoded, which
+    matches nothing rather than something else)."""
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe=_LITERAL)}" for k, v in query.items())
+
+
+_LITERAL = "^*?,.-_:/@!$'()~;[]|\\ "
 
 
 def _bounded_int(raw: str, name: str) -> int:

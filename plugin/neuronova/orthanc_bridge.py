@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import traceback
 from typing import Any
+from urllib.parse import unquote
 
 import orthanc
 
@@ -140,13 +141,19 @@ def _closed_app(reason: str) -> Any:
     return ClosedApp(reason)
 
 
+def _decoded_query(raw: Any) -> dict[str, str]:
+    """Orthanc 1.10.1 hands plugins the query values still percent-encoded (``a%2Cb``);
+    the domain code gets them decoded, once, here."""
+    return {unquote(str(key)): unquote(str(value)) for key, value in dict(raw or {}).items()}
+
+
 def _request(uri: str, request: dict[str, Any]) -> Request:
     method = request.get("method", "GET")
     return Request(
         method=method if isinstance(method, str) else _METHODS.get(int(method), "GET"),
         path=uri,
         groups=tuple(request.get("groups", ())),
-        query=dict(request.get("get", {})),
+        query=_decoded_query(request.get("get", {})),
         headers=dict(request.get("headers", {})),
         body=bytes(request.get("body", b"") or b""),
     )
@@ -168,7 +175,7 @@ def install() -> Any:
         try:
             return bool(app.allow_request(
                 uri, int(kwargs.get("method", 0)), str(kwargs.get("ip", "")),
-                kwargs.get("headers", {}), kwargs.get("get", {}),
+                kwargs.get("headers", {}), _decoded_query(kwargs.get("get", {})),
             ))
         except Exception:  # noqa: BLE001 - fail closed
             return False
@@ -181,6 +188,28 @@ def install() -> Any:
                 orthanc.LogError(f"NeuroNova: {uri}: {exc!r}\n{traceback.format_exc()}")
                 response = Response(500, b'{"error": "internal error"}')
             _answer(output, response)
+
+        return callback
+
+    def viewer_route(handler: Any) -> Any:
+        def callback(output: Any, uri: str, **request: Any) -> None:
+            try:
+                response = handler(_request(uri, request))
+            except Exception as exc:  # noqa: BLE001 - a handler bug is a 500, logged
+                orthanc.LogError(f"NeuroNova: {uri}: {exc!r}\n{traceback.format_exc()}")
+                response = Response(500, b'{"error": "internal error"}')
+            text = getattr(response, "text", None)
+            if response.status == 200 and isinstance(text, str):
+                # Orthanc 1.10.1 gzips an AnswerBuffer body (>= 2 KB, client accepting gzip)
+                # inside the call, i.e. while this thread holds the GIL: 0.6-0.8 s for OHIF's
+                # 17 MB bundle, stalling every other Python request. SendHttpStatus sends the
+                # body as it is (str only in orthanc-python 4.0, hence text files only).
+                for name, value in response.headers.items():
+                    output.SetHttpHeader(name, value)
+                output.SetHttpHeader("Content-Type", response.content_type)
+                output.SendHttpStatus(200, text, int(getattr(response, "text_size", 0)))
+            else:
+                _answer(output, response)
 
         return callback
 
@@ -200,7 +229,7 @@ def install() -> Any:
     orthanc.RegisterRestCallback("/dicom-web/(.*)", route(app.handle_dicomweb))
     # The viewer front (absent from the closed application, whose filter denies /ohif anyway).
     if hasattr(app, "handle_viewer"):
-        orthanc.RegisterRestCallback("/ohif(/.*)?", route(app.handle_viewer))
+        orthanc.RegisterRestCallback("/ohif(/.*)?", viewer_route(app.handle_viewer))
         javascript = app.explorer_javascript()
         if javascript:
             orthanc.ExtendOrthancExplorer(javascript)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -318,3 +318,19 @@ def test_c_get_and_c_move_for_configured_modalities(world: World) -> None:
     finally:
         server.shutdown()
     assert statuses[-1] == 0x0000 and sorted(received) == sorted(world.a.sop_uids)
+
+
+def test_qido_with_encoded_values_and_lists(world: World) -> None:
+    """Clients percent-encode query values (OHIF sends includefield=a%2Cb); the answer must be
+    the same as for the literal values."""
+    token = world.token("jane", "patient", patient_id="PAT-001")
+    both = f"{world.a.study_uid},{world.b.study_uid}"
+    for query in (f"StudyInstanceUID={both}", f"StudyInstanceUID={quote(both, safe='')}",
+                  "PatientName=DOE%5EJANE", "PatientName=DOE%5E%2A", "PatientName=DOE^*"):
+        assert _uids(world.get(f"/dicom-web/studies?{query}", token)) == {world.a.study_uid, world.b.study_uid}, query
+    assert _uids(world.get("/dicom-web/studies?StudyDescription=Brain%20MR", token)) == {world.a.study_uid}
+    assert _uids(world.get("/dicom-web/studies?StudyDescription=Brain%20M*", token)) == {world.a.study_uid}
+    answer = world.get("/dicom-web/studies?includefield=00081030%2C00080061", token)
+    assert all("00081030" in item for item in answer.json())
+    admin = world.admin_get("/dicom-web/studies?PatientName=ROE%5ERICHARD")
+    assert _uids(admin) == {world.c.study_uid}

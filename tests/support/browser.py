@@ -147,6 +147,10 @@ class Page:
     def console(self) -> list[dict[str, Any]]:
         return list(self("console"))
 
+    def click_popup(self, selector: str) -> Page:
+        """Click what opens a new tab, and return that tab (close it before this page)."""
+        return Page(self.browser, int(self("clickPopup", selector=selector)["context"]), self.artifacts)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True

@@ -35,3 +35,19 @@ def test_wado_uri_and_plugin_routes() -> None:
     assert classify("/neuronova/login", "POST").scope is Scope.PUBLIC
     assert classify("/neuronova/me", "GET").scope is Scope.USER
     assert classify("/neuronova/shares/abc_DEF-1", "DELETE").scope is Scope.USER
+
+
+def test_ohif_static_files_are_public_with_a_strict_prefix() -> None:
+    for uri in ("/ohif", "/ohif/", "/ohif/viewer", "/ohif/viewer/", "/ohif/app-config.js", "/ohif/index.html",
+                "/ohif/app.bundle.0f6159c501addfe9.js", "/ohif/assets/favicon.ico", "/ohif/5130ccb17e3f3f5b.wasm",
+                "/ohif/dicom-microscopy-viewer/dicomMicroscopyViewer.min.js", "/ohif/callback"):
+        target = classify(uri, "GET")
+        assert (target.scope, target.route) == (Scope.PUBLIC, "ohif"), uri
+    for uri, method in (
+        ("/ohif/app-config.js", "POST"), ("/ohif/", "PUT"), ("/ohif/viewer", "DELETE"),
+        ("/ohifx", "GET"), ("/ohif-admin", "GET"), ("/OHIF/", "GET"), ("/ohif//system", "GET"),
+        ("/ohif/../system", "GET"), ("/ohif/..", "GET"), ("/ohif/.env", "GET"), ("/ohif/a/../../tools/find", "GET"),
+        ("/ohif/%2e%2e/system", "GET"), ("/ohif/a%2Fb", "GET"), ("/ohif/a\\b", "GET"), ("/ohif/a b", "GET"),
+        ("/ohif/a;b", "GET"), ("/ohif/~root", "GET"), ("/app/ohif/index.html", "GET"), ("/ohif/a//b", "GET"),
+    ):
+        assert classify(uri, method).scope is Scope.ADMIN, (uri, method)

@@ -6,7 +6,8 @@ cookie and may call admin routes:
 - the study page gets a "NeuroNova" panel: the HTJ2K rendition status of the study's
   instances (``GET /neuronova/htj2k/studies/{uid}``), its AI jobs
   (``GET /neuronova/ai/jobs?study={uid}``; "not available" while that API is absent), and a
-  link that opens the study in OHIF.
+  link that opens the study in OHIF in a new tab, through a one-hour share link
+  (``POST /neuronova/shares``), so that it works with or without OHIF's OpenID login.
 
 Orthanc Explorer 1.10 uses jQuery 1.x and jQuery Mobile: pages are ``div[data-role=page]``,
 ``.live()`` binds delegated handlers, ``$.mobile.pageData.uuid`` is the Orthanc ID of the
@@ -64,8 +65,13 @@ _SCRIPT = r"""
   }
 
   function show(list, id, html) {
-    $('li.neuronova-' + id, list).remove();
-    list.append(item(id, html)).listview('refresh');
+    var li = $('li.neuronova-' + id, list);
+    if (li.length) {
+      li.html(html);
+    } else {
+      list.append(item(id, html));
+    }
+    list.listview('refresh');
   }
 
   // A "Log out" button in the header of every Explorer page.
@@ -75,6 +81,26 @@ _SCRIPT = r"""
       right.append('<a href="/neuronova/logout" class="neuronova-logout" data-icon="delete" ' +
                    'data-role="button" data-ajax="false" rel="external">Log out</a>');
     }
+  });
+
+  // "Open in OHIF Viewer": a one-hour, read-only share link for this study, made with the
+  // admin's session. It works whether or not OHIF logs users in at an OpenID provider (a link
+  // with a token skips that login), and it is audited like any share link.
+  $('a.neuronova-open-ohif').live('click', function (event) {
+    event.preventDefault();
+    var study = $(this).attr('data-study');
+    var win = window.open('', '_blank');  // now, while the click allows a new tab
+    $.ajax({
+      url: '../neuronova/shares', type: 'POST', contentType: 'application/json', dataType: 'json',
+      data: JSON.stringify({study: study, ttl: 3600}),
+      success: function (share) {
+        if (win) { win.location.href = share.url; } else { window.location.href = share.url; }
+      },
+      error: function (xhr) {
+        if (win) { win.close(); }
+        alert('NeuroNova: could not open the viewer (HTTP ' + xhr.status + ')');
+      }
+    });
   });
 
   // The NeuroNova panel of the study page.
@@ -90,19 +116,23 @@ _SCRIPT = r"""
     var uuid = $.mobile.pageData && $.mobile.pageData.uuid;
     if (!uuid || !list.length) { return; }
     $('li:not([data-role="list-divider"])', list).remove();
+    // Fixed order, filled in as the answers arrive.
+    show(list, 'ohif', 'Open in OHIF Viewer');
     show(list, 'htj2k', '<b>HTJ2K</b>: \u2026');
+    show(list, 'ai', '<b>AI jobs</b>: \u2026');
     getJson('../studies/' + encodeURIComponent(uuid), function (study) {
       var uid = (study.MainDicomTags || {}).StudyInstanceUID;
       if (!uid) { return; }
-      show(list, 'ohif', '<a href="' + VIEWER + '/viewer?StudyInstanceUIDs=' + encodeURIComponent(uid) +
-           '" target="_blank" rel="noopener" data-ajax="false">Open in OHIF Viewer</a>');
+      show(list, 'ohif', '<a href="#" class="neuronova-open-ohif" data-study="' + esc(uid) + '">' +
+           'Open in OHIF Viewer</a>');
       getJson('../neuronova/htj2k/studies/' + encodeURIComponent(uid),
               function (status) { show(list, 'htj2k', htj2kText(status)); },
               function (code) { show(list, 'htj2k', '<b>HTJ2K</b>: status unavailable (HTTP ' + esc(code) + ')'); });
       getJson('../neuronova/ai/jobs?study=' + encodeURIComponent(uid),
               function (answer) { show(list, 'ai', aiText(answer)); },
               function (code) {
-                show(list, 'ai', '<b>AI jobs</b>: ' + (code === 404 ? 'not available' : 'unavailable (HTTP ' + esc(code) + ')'));
+                var why = code === 404 ? 'not available' : 'unavailable (HTTP ' + esc(code) + ')';
+                show(list, 'ai', '<b>AI jobs</b>: ' + why);
               });
     }, function () { /* Explorer itself reports a missing study */ });
   });

@@ -104,6 +104,30 @@ def render(settings: Settings) -> str:
         f"    c.wadoRoot = origin + {json.dumps('/dicom-web')};\n"
         f"    c.wadoUriRoot = origin + {json.dumps('/wado')};\n"
         "  });\n"
-        "  window.config = config;\n"
+        + _LINK_TOKENS_JS
+        + "  window.config = config;\n"
         "})();\n"
     )
+
+
+# A link that carries its own token (an EHR deep link, a share link) must not be sent to the
+# OpenID provider first: OHIF would otherwise put every route behind its login. So when the
+# address has ?token=, this page runs without the oidc block, and OHIF's viewer route takes the
+# token. The token is kept in sessionStorage (this tab only) so that reloading the viewer
+# (whose address OHIF has cleaned) keeps working; an explicit ?token= always wins.
+_LINK_TOKENS_JS = """  var KEY = 'neuronova.viewerToken';
+  var params = new URLSearchParams(window.location.search);
+  var token = params.get('token');
+  try {
+    if (token) {
+      window.sessionStorage.setItem(KEY, token);
+    } else if (/\\/viewer(\\/|$)/.test(window.location.pathname) && window.sessionStorage.getItem(KEY)) {
+      token = window.sessionStorage.getItem(KEY);
+      params.set('token', token);
+      window.history.replaceState(null, '', window.location.pathname + '?' + params.toString() + window.location.hash);
+    }
+  } catch (e) { /* storage disabled: the link works, a reload asks to log in */ }
+  if (token) {
+    delete config.oidc;
+  }
+"""

@@ -8,6 +8,7 @@ configuration carry no patient data); all data goes through the gate's DICOMweb 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 
 from ..host import Host
 from ..http import Request, Response, error_response
@@ -18,12 +19,22 @@ from .static import COMMON_HEADERS, REVALIDATE, OhifLayoutError, StaticFiles
 APP_CONFIG = "/app-config.js"
 
 
+@dataclass
+class ViewerResponse(Response):
+    """A response whose body is also given as text: the bridge sends such 200 answers with
+    ``SendHttpStatus``, which Orthanc does not gzip under the GIL (see :class:`.static.Asset`)."""
+
+    text: str | None = None
+    text_size: int = 0  # UTF-8 length of text
+
+
 class ViewerService:
     def __init__(self, settings: Settings, host: Host) -> None:
         self.settings = settings
         self.problem = ""
         self.files: StaticFiles | None = None
-        self.app_config = ohif_config.render(settings).encode()
+        self.app_config_text = ohif_config.render(settings)
+        self.app_config = self.app_config_text.encode()
         if not settings.enabled:
             self.problem = "the viewer is disabled (NeuroNova.Viewer.Enabled)"
             return
@@ -34,14 +45,13 @@ class ViewerService:
             try:
                 files.check()
                 self.files = files
+                host.log_warning(f"NeuroNova: OHIF Viewer served at {PREFIX}/ from {files.root}")
             except (OhifLayoutError, OSError, UnicodeDecodeError) as exc:
                 self.problem = f"OHIF is not available: {exc}"
         if self.problem:
             # Not a security problem: the PACS works without its web viewer, so the gate
             # stays armed; /ohif answers 503 with the reason, and health lists it.
             host.log_warning(f"NeuroNova: {self.problem}")
-        else:
-            host.log_warning(f"NeuroNova: OHIF Viewer served at {PREFIX}/ from {files.root}")
 
     def handle(self, request: Request) -> Response:
         """Everything below ``/ohif`` (Orthanc hands the full URI)."""
@@ -52,12 +62,17 @@ class ViewerService:
             return Response(503, _UNAVAILABLE.format(reason=html.escape(self.problem)).encode(),
                             "text/html; charset=utf-8", {"Cache-Control": "no-store", **COMMON_HEADERS})
         if path == APP_CONFIG:
-            return Response(200, self.app_config, "application/javascript; charset=utf-8",
-                            {"Cache-Control": REVALIDATE, **COMMON_HEADERS})
+            return ViewerResponse(200, self.app_config, "application/javascript; charset=utf-8",
+                                  {"Cache-Control": REVALIDATE, **COMMON_HEADERS}, text=self.app_config_text,
+                                  text_size=len(self.app_config))
         asset = self.files.get(path)
         if asset is None:
             return error_response(404, "no such file")
-        return Response(200, asset.body, asset.content_type, dict(asset.headers))
+        if isinstance(asset.data, str):
+            # The body stays empty: the text is what is sent (no second copy of a 17 MB bundle).
+            return ViewerResponse(200, b"", asset.content_type, dict(asset.headers), text=asset.data,
+                                  text_size=asset.size)
+        return ViewerResponse(200, asset.data, asset.content_type, dict(asset.headers))
 
     def explorer_javascript(self) -> str | None:
         return explorer.script() if self.settings.explorer_extension else None
