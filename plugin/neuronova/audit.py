@@ -64,8 +64,10 @@ _STOP = object()
 
 
 class AuditWriter:
-    def __init__(self, db: Database, capacity: int = 10000, batch: int = 500, on_error: Any = None) -> None:
+    def __init__(self, db: Database, capacity: int = 10000, batch: int = 500, on_error: Any = None,
+                 gather_seconds: float = 0.05) -> None:
         self._db = db
+        self._gather_seconds = gather_seconds
         self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
         self._batch = batch
         self._on_error = on_error
@@ -86,10 +88,17 @@ class AuditWriter:
         while not stopping:
             first = self._queue.get()
             items = [first]
-            while len(items) < self._batch:
+            # Gather for a short while: one transaction per many events keeps the writer's
+            # share of the GIL (which the request threads need) small under load.
+            deadline = time.monotonic() + self._gather_seconds
+            while len(items) < self._batch and first is not _STOP:
+                remaining = deadline - time.monotonic()
                 try:
-                    items.append(self._queue.get_nowait())
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
+                    break
+                items.append(item)
+                if item is _STOP:
                     break
             events = [e for e in items if isinstance(e, AuditEvent)]
             stopping = any(e is _STOP for e in items)

@@ -64,6 +64,12 @@ class VersionedCache:
             self.hits += 1
             return entry[1]
 
+    def drop(self, key: Hashable) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[1])
+
     def put(self, key: Hashable, version: str, body: bytes) -> None:
         if len(body) > self._max_bytes // 4:
             return  # one huge study must not evict everything else

@@ -103,6 +103,8 @@ class Htj2kService:
     def forget(self, instance_id: str) -> None:
         """The instance was deleted (its attachment went with it)."""
         self._index.pop(instance_id, None)
+        self.files.drop(("dicom", instance_id))
+        self.files.drop(("htj2k", instance_id))
         with self._db.engine.begin() as connection:
             connection.execute(delete(table).where(table.c.instance_id == instance_id))
 
@@ -187,6 +189,7 @@ class Htj2kService:
                      original_bytes=rendition.original_pixel_bytes, rendition_bytes=rendition.encoded_bytes,
                      frames=rendition.frames, encode_seconds=rendition.encode_seconds)
         self._index[instance_id] = rendition.frames
+        self.files.drop(("htj2k", instance_id))
         self._time("record", clock)
         with self._lock:
             self.encoded_count += 1
@@ -234,8 +237,8 @@ class Htj2kService:
         if spans is None:
             return None
         uri = f"/instances/{instance_id}/attachments/{self.settings.attachment}"
+        version = _file_version()
         try:
-            version = self._host.rest_get(uri + "/md5").decode()
             data = self.files.get(("htj2k", instance_id), version)
             if data is None:
                 data = self._host.rest_get(uri + "/data")
@@ -249,8 +252,8 @@ class Htj2kService:
         return self.original_with_version(instance_id)[0]
 
     def original_with_version(self, instance_id: str) -> tuple[bytes, str]:
-        """The stored original and its MD5 (the version per-instance caches are keyed by)."""
-        version = self._host.rest_get(f"/instances/{instance_id}/attachments/dicom/md5").decode()
+        """The stored original and the version per-instance caches are keyed by."""
+        version = _file_version()
         data = self.files.get(("dicom", instance_id), version)
         if data is None:
             data = self._host.rest_get(f"/instances/{instance_id}/file")
@@ -392,6 +395,13 @@ class Htj2kService:
             self._queue.put(_STOP)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _file_version() -> str:
+    """Cached files are valid for a minute at most. Instances never change in place; a deleted
+    one is dropped at once by :meth:`Htj2kService.forget`, and the minute bounds what another
+    node sharing the index could change (delete and store different bytes under the same UIDs)."""
+    return str(int(time.monotonic() // 60))
 
 
 def _lower_priority(nice: int) -> None:

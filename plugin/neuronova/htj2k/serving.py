@@ -57,10 +57,14 @@ class Htj2kRetriever:
         instance_id = self._host.lookup_instance(sop_uid)
         if instance_id is None:
             raise HttpError(404, "no such instance")
-        rendition = self._service.rendition(instance_id)
         original_ts = self._transfer_syntax(instance_id)
-        available = Available(original_ts, rendition is not None, can_uncompress=True)
+        available = Available(original_ts, self._service.spans(instance_id) is not None, can_uncompress=True)
         choice = negotiate_frames(request.headers.get("accept"), available, single_part_ok=len(numbers) == 1)
+        rendition = self._service.rendition(instance_id) if choice.representation is Representation.HTJ2K else None
+        if choice.representation is Representation.HTJ2K and rendition is None:
+            # the attachment vanished between the two looks: ask again, now without HTJ2K
+            choice = negotiate_frames(request.headers.get("accept"), Available(original_ts, False, True),
+                                      single_part_ok=len(numbers) == 1)
         payloads = [self._frame(instance_id, choice, rendition, n) for n in numbers]
         if not choice.multipart:
             return Response(200, payloads[0], choice.part_content_type)
