@@ -122,7 +122,15 @@ class OrthancHost:
 def _answer(output: Any, response: Response) -> None:
     for name, value in response.headers.items():
         output.SetHttpHeader(name, value)
-    if response.status == 200:
+    text = getattr(response, "text", None)
+    if response.status == 200 and isinstance(text, str):
+        # Orthanc 1.10.1 gzips an AnswerBuffer body (>= 2 KB, client accepting gzip) inside
+        # the call, i.e. while this thread holds the GIL: 0.6-0.8 s for OHIF's 17 MB bundle,
+        # stalling every other Python request. SendHttpStatus sends the body as it is (str
+        # only in orthanc-python 4.0, hence text files only).
+        output.SetHttpHeader("Content-Type", response.content_type)
+        output.SendHttpStatus(200, text, int(getattr(response, "text_size", 0)))
+    elif response.status == 200:
         output.AnswerBuffer(response.body, response.content_type)
     elif response.status == 401:
         output.SendUnauthorized("NeuroNova")
@@ -191,28 +199,6 @@ def install() -> Any:
 
         return callback
 
-    def viewer_route(handler: Any) -> Any:
-        def callback(output: Any, uri: str, **request: Any) -> None:
-            try:
-                response = handler(_request(uri, request))
-            except Exception as exc:  # noqa: BLE001 - a handler bug is a 500, logged
-                orthanc.LogError(f"NeuroNova: {uri}: {exc!r}\n{traceback.format_exc()}")
-                response = Response(500, b'{"error": "internal error"}')
-            text = getattr(response, "text", None)
-            if response.status == 200 and isinstance(text, str):
-                # Orthanc 1.10.1 gzips an AnswerBuffer body (>= 2 KB, client accepting gzip)
-                # inside the call, i.e. while this thread holds the GIL: 0.6-0.8 s for OHIF's
-                # 17 MB bundle, stalling every other Python request. SendHttpStatus sends the
-                # body as it is (str only in orthanc-python 4.0, hence text files only).
-                for name, value in response.headers.items():
-                    output.SetHttpHeader(name, value)
-                output.SetHttpHeader("Content-Type", response.content_type)
-                output.SendHttpStatus(200, text, int(getattr(response, "text_size", 0)))
-            else:
-                _answer(output, response)
-
-        return callback
-
     def on_change(change_type: Any, level: Any, resource_id: str) -> None:
         # orthanc-python 4.0 passes plain ints: give the domain code names instead.
         change = _CHANGE_NAMES.get(change_type, str(change_type))
@@ -229,7 +215,7 @@ def install() -> Any:
     orthanc.RegisterRestCallback("/dicom-web/(.*)", route(app.handle_dicomweb))
     # The viewer front (absent from the closed application, whose filter denies /ohif anyway).
     if hasattr(app, "handle_viewer"):
-        orthanc.RegisterRestCallback("/ohif(/.*)?", viewer_route(app.handle_viewer))
+        orthanc.RegisterRestCallback("/ohif(/.*)?", route(app.handle_viewer))
         javascript = app.explorer_javascript()
         if javascript:
             orthanc.ExtendOrthancExplorer(javascript)

@@ -33,6 +33,17 @@ def to_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def identify(ds: Dataset, study: Study, series_uid: str, patient_name: str, referring: str = "") -> None:
+    """Give ``ds`` a fresh SOP Instance UID inside ``study``/``series_uid`` and the patient's identity."""
+    ds.StudyInstanceUID = study.study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = study.patient_id
+    ds.PatientName = patient_name
+    ds.ReferringPhysicianName = referring
+
+
 def make_study(source: str, *, patient_id: str, patient_name: str, slices: int = 3, series: int = 1,
                referring: str = "", reading: str = "", description: str = "") -> Study:
     """A study of ``series`` x ``slices`` instances of the pydicom test file ``source``."""
@@ -43,13 +54,7 @@ def make_study(source: str, *, patient_id: str, patient_name: str, slices: int =
         study.series_uids.append(series_uid)
         for i in range(slices):
             ds = copy.deepcopy(template)
-            ds.StudyInstanceUID = study.study_uid
-            ds.SeriesInstanceUID = series_uid
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.PatientID = patient_id
-            ds.PatientName = patient_name
-            ds.ReferringPhysicianName = referring
+            identify(ds, study, series_uid, patient_name, referring)
             if reading:
                 ds.NameOfPhysiciansReadingStudy = reading
             elif "NameOfPhysiciansReadingStudy" in ds:

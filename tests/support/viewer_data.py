@@ -10,7 +10,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from tests.support.dicom_factory import Study
+from tests.support.dicom_factory import Study, identify
 
 MR_SOURCE = "MR-SIEMENS-DICOM-WithOverlays.dcm"  # 484 x 484, 12 bits stored in 16, abdominal MR
 
@@ -33,13 +33,7 @@ def make_mr_series(*, slices: int, patient_id: str, patient_name: str, referring
         weight = 0.55 + 0.45 * np.sin(np.pi * (i + 0.5) / slices)
         pixels = np.roll(base, i - slices // 2, axis=0) * weight + i
         ds.PixelData = np.clip(pixels, 0, 4095).astype(np.uint16).tobytes()
-        ds.StudyInstanceUID = study.study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.PatientID = patient_id
-        ds.PatientName = patient_name
-        ds.ReferringPhysicianName = referring
+        identify(ds, study, series_uid, patient_name, referring)
         ds.StudyDescription = description
         ds.SeriesDescription = series_description
         ds.SeriesNumber = 1
