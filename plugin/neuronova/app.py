@@ -10,14 +10,14 @@ import json
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from . import __version__, config
 from .ai import settings as ai_settings
 from .ai.api import AiApi
 from .ai.service import AiService, node_identity
 from .audit import AuditWriter
-from .dicomweb import DicomWebFront
+from .dicomweb import DicomWebFront, tag_value
 from .gate import Gate
 from .gate import settings as gate_settings
 from .gate.api import GateApi
@@ -34,19 +34,6 @@ from .viewer import settings as viewer_settings
 from .viewer.service import ViewerService
 
 HEALTH = "/neuronova/health"
-
-
-class Application(Protocol):
-    def allow_request(self, uri: str, method_code: int, ip: str, headers: Mapping[str, str],
-                      query: Mapping[str, str]) -> bool: ...
-
-    def handle_neuronova(self, request: Request) -> Response: ...
-
-    def handle_dicomweb(self, request: Request) -> Response: ...
-
-    def on_change(self, change: str, level: str, resource_id: str) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 class App:
@@ -115,9 +102,9 @@ class App:
     def _advertise_htj2k(self, metadata: bytes) -> bytes:
         """Add Available Transfer Syntax UID (0008,3002) to instances that have a rendition."""
         items = json.loads(metadata)
-        with_rendition = self.htj2k.with_rendition([_tag(item, "00080018") for item in items])
+        with_rendition = self.htj2k.with_rendition([tag_value(item, "00080018") for item in items])
         for item in items:
-            if _tag(item, "00080018") in with_rendition:
+            if tag_value(item, "00080018") in with_rendition:
                 item["00083002"] = {"vr": "UI", "Value": [RENDITION_TRANSFER_SYNTAX]}
         return json.dumps(items, separators=(",", ":")).encode()
 
@@ -138,7 +125,3 @@ class App:
         self.htj2k.stop()
         self.audit.close()
 
-
-def _tag(item: Mapping[str, Any], tag: str) -> str:
-    values = item.get(tag, {}).get("Value") or [""]
-    return str(values[0])

@@ -15,7 +15,7 @@ import email.policy
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -27,7 +27,6 @@ from .gate.api import caller
 from .gate.policy import Visibility
 from .host import Host
 from .http import Request, Response, error_response
-from .multipart import Part, build
 
 DICOM_JSON = "application/dicom+json"
 _INTERNAL_URL = re.compile(rb"https?://[^/\"\s]+" + re.escape(INTERNAL_ROOT.encode()) + rb"/")
@@ -41,7 +40,8 @@ class RetrieveHandler(Protocol):
         """Answer a WADO-RS retrieval, or None to let the front forward it."""
 
 
-def _tag_value(item: dict[str, Any], tag: str) -> str:
+def tag_value(item: Mapping[str, Any], tag: str) -> str:
+    """The first value of ``tag`` in a DICOM JSON item ("" when absent)."""
     values = item.get(tag, {}).get("Value") or [""]
     return str(values[0])
 
@@ -65,97 +65,13 @@ def _multipart_type(body: bytes, part_type: str) -> str:
     return f'multipart/related; type="{part_type}"; boundary={boundary}'
 
 
-_RETRIEVE = re.compile(
-    r"^/studies/(?P<study>[0-9.]+)(?:/series/(?P<series>[0-9.]+)(?:/instances/(?P<instance>[0-9.]+))?)?$"
-)
-
-
-def accepts_original(accept: str, transfer_syntaxes: set[str]) -> bool:
-    """Whether an Accept header admits ``application/dicom`` in the stored transfer syntaxes.
-
-    Without a ``transfer-syntax`` parameter the stored syntax is served (and labelled),
-    as Orthanc's DICOMweb plugin does; a specific other syntax cannot be produced here.
-    """
-    if not accept.strip():
-        return True
-    for item in accept.split(","):
-        media, *params = [p.strip() for p in item.split(";")]
-        values = dict(p.split("=", 1) for p in params if "=" in p)
-        values = {k.strip().lower(): v.strip().strip('"') for k, v in values.items()}
-        if values.get("q") in ("0", "0.0", "0.00", "0.000"):
-            continue
-        media = media.lower()
-        if media in ("*/*", "multipart/*"):
-            return True
-        if media == "multipart/related" and values.get("type", "application/dicom").lower() not in (
-            "application/dicom", "*/*"):
-            continue
-        if media not in ("multipart/related", "application/dicom"):
-            continue
-        wanted = values.get("transfer-syntax", "")
-        if not wanted or wanted == "*" or transfer_syntaxes <= {wanted}:
-            return True
-    return False
-
-
-class OriginalRetriever:
-    """WADO-RS retrieval of studies, series and instances, answered with the stored files.
-
-    Built here because the DICOMweb plugin's multipart answer with several parts cannot
-    cross an internal REST call (Orthanc 1.10.1 fails it with "Internal error").
-    """
-
-    def __init__(self, host: Host) -> None:
-        self._host = host
-
-    def instances(self, study: str, series: str, instance: str) -> list[str]:
-        """Orthanc identifiers of the instances addressed, in series/instance order."""
-        if instance:
-            found = self._host.lookup_instance(instance)
-            return [found] if found else []
-        if series:
-            found = self._host.lookup_series(series)
-            uri = f"/series/{found}/instances" if found else ""
-        else:
-            found = self._host.lookup_study(study)
-            uri = f"/studies/{found}/instances" if found else ""
-        if not uri:
-            return []
-        items = self._host.rest_get_json(uri)
-
-        def order(item: dict[str, Any]) -> tuple[str, int, str]:
-            number = str(item.get("MainDicomTags", {}).get("InstanceNumber", "0")).strip()
-            return (str(item.get("ParentSeries", "")), int(number) if number.isdigit() else 0, str(item["ID"]))
-
-        return [str(item["ID"]) for item in sorted(items, key=order)]
-
-    def transfer_syntax(self, instance_id: str) -> str:
-        return self._host.rest_get(f"/instances/{instance_id}/metadata/TransferSyntax").decode().strip()
-
-    def handle(self, request: Request, rest: str) -> Response | None:
-        match = _RETRIEVE.match(rest)
-        if match is None:
-            return None
-        ids = self.instances(match["study"], match["series"] or "", match["instance"] or "")
-        if not ids:
-            raise HttpError(404, "no such resource")
-        syntaxes = {instance_id: self.transfer_syntax(instance_id) for instance_id in ids}
-        if not accepts_original(request.headers.get("accept", ""), set(syntaxes.values())):
-            raise HttpError(406, "only the stored transfer syntax can be served for this resource")
-        parts = [
-            Part(f"application/dicom; transfer-syntax={syntaxes[i]}", self._host.rest_get(f"/instances/{i}/file"))
-            for i in ids
-        ]
-        body, content_type = build(parts, "application/dicom")
-        return Response(200, body, content_type)
-
-
 class DicomWebFront:
     def __init__(self, host: Host, gate: Gate, metadata_cache_bytes: int = 256 * 1024 * 1024) -> None:
         self._host = host
         self._gate = gate
-        self.retrieve: RetrieveHandler = OriginalRetriever(host)
-        self.on_stored: Callable[[str], None] | None = None
+        # Retrieval of instances, series, studies and frames (the HTJ2K package): the DICOMweb
+        # plugin's multi-part answers cannot cross an internal call (docs/runtime-facts.md).
+        self.retrieve: RetrieveHandler | None = None
         self.metadata_cache = VersionedCache(metadata_cache_bytes)
         self.search_cache = VersionedCache(32 * 1024 * 1024)
         self.generation = 0  # bumped by App.on_change for every new or deleted resource
@@ -169,7 +85,7 @@ class DicomWebFront:
             if request.method == "POST" and rest.startswith("/studies"):
                 return self._stow(request, rest)
             if request.method == "GET":
-                answer = self.retrieve.handle(request, rest)
+                answer = self.retrieve.handle(request, rest) if self.retrieve is not None else None
                 if answer is not None:
                     return answer
                 return self._forward_get(request, rest)
@@ -196,7 +112,7 @@ class DicomWebFront:
             return Response(200, b"[]", DICOM_JSON)
         results = json.loads(self._cached_search(rest, narrowed) or b"[]")
         # Defence in depth: whatever the narrowing did, only permitted studies go out.
-        allowed = [r for r in results if _tag_value(r, STUDY_UID) in visibility.studies]
+        allowed = [r for r in results if tag_value(r, STUDY_UID) in visibility.studies]
         page = allowed[offset:offset + limit] if limit else allowed[offset:]
         return self._json_answer(request, json.dumps(page).encode())
 
@@ -312,8 +228,6 @@ class DicomWebFront:
             stored.append({**_sop_ref(tags), "00081190": {"vr": "UR", "Value": [
                 f"{PUBLIC_ROOT}/studies/{tags['StudyInstanceUID']}/series/{tags['SeriesInstanceUID']}"
                 f"/instances/{tags['SOPInstanceUID']}"]}})
-            if self.on_stored is not None:
-                self.on_stored(str(answer["ID"]))
         body: dict[str, Any] = {}
         if stored:
             body["00081199"] = {"vr": "SQ", "Value": stored}

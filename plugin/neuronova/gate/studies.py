@@ -39,7 +39,7 @@ class StudyDirectory:
     def __init__(self, host: Host, attributes: Iterable[str], facts_ttl: float) -> None:
         self._host = host
         self._attributes = tuple(dict.fromkeys(attributes))
-        self._facts: TtlCache[str, StudyFacts | None] = TtlCache(20000, facts_ttl)
+        self._facts: TtlCache[str, StudyFacts] = TtlCache(20000, facts_ttl)
         self._parents: TtlCache[tuple[str, str], str] = TtlCache(200000, 3600.0)
         self.version = 0  # bumped when studies arrive, change or go
 
@@ -48,8 +48,8 @@ class StudyDirectory:
         if cached is not None:
             return cached
         facts = self._load(study_uid)
-        # Unknown studies are remembered only briefly: they may arrive any moment.
-        self._facts.put(study_uid, facts, None if facts else 1.0)
+        if facts is not None:  # unknown studies are not remembered: they may arrive any moment
+            self._facts.put(study_uid, facts)
         return facts
 
     def _load(self, study_uid: str) -> StudyFacts | None:

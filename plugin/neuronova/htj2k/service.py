@@ -111,15 +111,6 @@ class Htj2kService:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._in_queue:
-                    return True
-            time.sleep(0.05)
-        return False
-
     def _work(self) -> None:
         try:  # Linux: threads have their own nice value; encoding yields to ingest and serving
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.settings.worker_nice)

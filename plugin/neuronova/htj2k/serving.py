@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Any
 
 from ..caches import TtlCache
 from ..errors import HttpError
@@ -106,10 +107,24 @@ class Htj2kRetriever:
 
     # -- instances, series, studies -------------------------------------------------------
 
-    def _instances(self, request: Request, study: str, series: str, instance: str) -> Response:
-        from ..dicomweb import OriginalRetriever
+    def _instance_ids(self, study: str, series: str, instance: str) -> list[str]:
+        """Orthanc identifiers of the instances addressed, in series/instance order."""
+        if instance:
+            found = self._host.lookup_instance(instance)
+            return [found] if found else []
+        found = self._host.lookup_series(series) if series else self._host.lookup_study(study)
+        if found is None:
+            return []
+        items = self._host.rest_get_json(f"/{'series' if series else 'studies'}/{found}/instances")
 
-        ids = OriginalRetriever(self._host).instances(study, series, instance)
+        def order(item: dict[str, Any]) -> tuple[str, int, str]:
+            number = str(item.get("MainDicomTags", {}).get("InstanceNumber", "0")).strip()
+            return (str(item.get("ParentSeries", "")), int(number) if number.isdigit() else 0, str(item["ID"]))
+
+        return [str(item["ID"]) for item in sorted(items, key=order)]
+
+    def _instances(self, request: Request, study: str, series: str, instance: str) -> Response:
+        ids = self._instance_ids(study, series, instance)
         if not ids:
             raise HttpError(404, "no such resource")
         accept = request.headers.get("accept")
