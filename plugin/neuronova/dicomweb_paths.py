@@ -1,9 +1,15 @@
 """Where DICOMweb lives: the public root the gate serves and the internal root of the
 DICOMweb plugin, which only the plugin itself reaches (internal REST calls)."""
 
+import re
+
 PUBLIC_ROOT = "/dicom-web"
 INTERNAL_ROOT = "/dicom-web-internal"
 WADO_URI_ROOT = "/wado"
+
+#: A DICOM UID as it may appear in a route: digits in dot-separated components.
+UID = r"[0-9]+(?:\.[0-9]+)*"
+UID_RE = re.compile(f"^{UID}$")
 
 
 def route_label(tail: str) -> str:

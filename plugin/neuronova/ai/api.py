@@ -13,9 +13,8 @@ Every call is audited (DICOM "Application Activity", 110100; denials as security
 
 from __future__ import annotations
 
-import re
-
 from ..audit import ALLOW, DENY
+from ..dicomweb_paths import UID_RE
 from ..errors import HttpError
 from ..gate import Gate
 from ..gate.api import caller
@@ -27,7 +26,6 @@ from ..router import Router
 from .jobs import STATUSES, Job, StateError
 from .service import AiService
 
-_UID = re.compile(r"^[0-9]+(?:\.[0-9]+)*$")
 JOB_ID = r"[0-9a-f]{32}"
 ROUTE = "ai/jobs"
 
@@ -70,11 +68,11 @@ class AiApi:
     def create_job(self, request: Request) -> Response:
         identity = caller(self.gate, request)
         body = request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("study"), str) or not _UID.match(body["study"]) \
+        if not isinstance(body, dict) or not isinstance(body.get("study"), str) or not UID_RE.match(body["study"]) \
                 or not isinstance(body.get("model"), str) or len(body["study"]) > 64:
             raise HttpError(400, 'body must be {"study": "<StudyInstanceUID>", "model": "<name>"}')
         series = body.get("series", "")
-        if not isinstance(series, str) or (series and not _UID.match(series)):
+        if not isinstance(series, str) or (series and not UID_RE.match(series)):
             raise HttpError(400, "series must be a SeriesInstanceUID")
         study, model = body["study"], body["model"]
         self._may_run(identity, request, study)
@@ -90,7 +88,7 @@ class AiApi:
         if status and status not in STATUSES:
             raise HttpError(400, f"status must be one of {list(STATUSES)}")
         study = q.get("study", "")
-        if study and not _UID.match(study):
+        if study and not UID_RE.match(study):
             raise HttpError(400, "study must be a StudyInstanceUID")
         visibility = self.gate.visibility(identity)
         jobs = self.service.jobs.find(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import html
-import re
 import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import audit as audit_log
 from ..audit import ALLOW, DENY
+from ..dicomweb_paths import UID, UID_RE
 from ..errors import HttpError
 from ..http import Request, Response, json_response
 from ..router import Router
@@ -20,8 +20,6 @@ from .routes import EVENT_APPLICATION_ACTIVITY, EVENT_SECURITY_ALERT, EVENT_USER
 from .service import SESSION_COOKIE, AuthError, Gate
 from .settings import RELATIONS
 
-UID = r"[0-9]+(?:\.[0-9]+)*"
-_UID_RE = re.compile(f"^{UID}$")
 EXPLORER = "/app/explorer.html"
 
 
@@ -117,7 +115,7 @@ class GateApi:
             self._audit(identity, request, "shares", "", DENY, "role may not share", EVENT_SECURITY_ALERT)
             raise HttpError(403, "only admins, doctors and radiologists create share links")
         body = request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("study"), str) or not _UID_RE.match(body["study"]):
+        if not isinstance(body, dict) or not isinstance(body.get("study"), str) or not UID_RE.match(body["study"]):
             raise HttpError(400, 'body must be {"study": "<StudyInstanceUID>", "ttl": seconds}')
         study = body["study"]
         settings = self.gate.settings

@@ -43,7 +43,7 @@ class Target:
     instance: str = ""
 
 
-_UID = r"[0-9]+(?:\.[0-9]+)*"
+_UID = paths.UID
 _STUDY_TREE = re.compile(
     rf"^/studies/(?P<study>{_UID})"
     rf"(?:/series/(?P<series>{_UID})(?:/instances/(?P<instance>{_UID}))?)?"

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
+from ..dicomweb_paths import UID
 from ..errors import HttpError
 from ..gate import Gate
 from ..gate.api import require_admin
 from ..http import Request, Response, json_response
 from ..router import Router
 from .service import Htj2kService
-
-UID = r"[0-9]+(?:\.[0-9]+)*"
-_UID_RE = re.compile(f"^{UID}$")
 
 
 class Htj2kApi:

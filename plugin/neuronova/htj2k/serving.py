@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from ..caches import TtlCache
+from ..dicomweb_paths import UID
 from ..errors import HttpError
 from ..host import Host
 from ..http import Request, Response
@@ -23,7 +24,7 @@ from .service import Htj2kService, StoredRendition
 
 _NOT_NATIVE = NativeFrames(0, 0, 0)  # cached answer "frames of this original need decoding"
 
-_UID = r"[0-9]+(?:\.[0-9]+)*"
+_UID = UID
 _FRAMES = re.compile(rf"^/studies/{_UID}/series/{_UID}/instances/(?P<instance>{_UID})/frames/(?P<frames>[0-9,]+)$")
 _RESOURCE = re.compile(
     rf"^/studies/(?P<study>{_UID})(?:/series/(?P<series>{_UID})(?:/instances/(?P<instance>{_UID}))?)?$"
