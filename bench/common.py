@@ -7,6 +7,7 @@ absolute numbers depend on the machine (2 cores here, shared by client and serve
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,19 +38,26 @@ class BareOrthanc:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+BARE_PLUGINS = ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/share/orthanc/plugins/libOrthancGdcm.so"]
+
+
 def start_bare(extra: dict[str, object] | None = None) -> BareOrthanc:
-    """Stock Orthanc + DICOMweb plugin at /dicom-web/, no NeuroNova, no authentication."""
+    """Stock Orthanc + DICOMweb plugin at /dicom-web/ (and GDCM as NeuroNova loads it), no
+    NeuroNova, no authentication: the same runtime as the gated one (scripts/runtime-exec)."""
     folder = Path(tempfile.mkdtemp(prefix="bare-orthanc-"))
     http_port, dicom_port = free_port(), free_port()
     config = {
         "Name": "bare", "HttpPort": http_port, "DicomPort": dicom_port, "StorageDirectory": str(folder / "db"),
         "IndexDirectory": str(folder / "db"), "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"], "DicomAlwaysAllowStore": True,
+        "Plugins": BARE_PLUGINS, "DicomAlwaysAllowStore": True,
+        "Gdcm": {"Enable": True, "RestrictTransferSyntaxes": [f"1.2.840.10008.1.2.4.9{n}" for n in range(4)]},
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, **(extra or {}),
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")
-    process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    command = [str(ROOT / "scripts" / "runtime-exec"), "/usr/sbin/Orthanc", str(folder / "orthanc.json")]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "NEURONOVA_BIND_PATHS": str(folder)})
     base = f"http://127.0.0.1:{http_port}"
     for _ in range(150):
         try:

@@ -16,7 +16,7 @@ from . import __version__, config
 from .ai import settings as ai_settings
 from .ai.api import AiApi
 from .ai.service import AiService, node_identity
-from .audit import AuditWriter
+from .audit import AuditEvent, AuditWriter
 from .dicomweb import DicomWebFront, tag_value
 from .gate import Gate
 from .gate import settings as gate_settings
@@ -46,7 +46,7 @@ class App:
         self.settings = config.load(orthanc_config)
         gate_config = gate_settings.parse(self.settings.gate)
         self.db = open_database(self.settings.database_url)
-        self.audit = AuditWriter(self.db, on_error=host.log_error)
+        self.audit = AuditWriter(self.db, on_error=host.log_error, mirror=self._to_orthanc_audit_log)
         self.gate = Gate(gate_config, host, self.db, self.audit)
         self.router = Router()
         self.router.add("GET", HEALTH, self.health)
@@ -68,6 +68,11 @@ class App:
             f"NeuroNova {__version__}: gate armed ({len(gate_config.keys)} token key source(s), "
             f"{len(gate_config.admin_users)} admin user(s)), store {self.db.url_for_logs}"
         )
+
+    def _to_orthanc_audit_log(self, event: AuditEvent) -> None:
+        level = "STUDY" if event.study_uid else "NONE"
+        self.host.emit_audit_log(event.user or "-", level, event.study_uid, f"{event.decision} {event.event_type}",
+                                 json.dumps(event.as_json(), separators=(",", ":")).encode())
 
     def allow_request(self, uri: str, method_code: int, ip: str, headers: Mapping[str, str],
                       query: Mapping[str, str]) -> bool:

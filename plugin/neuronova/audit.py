@@ -11,7 +11,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,9 +64,14 @@ _STOP = object()
 
 
 class AuditWriter:
+    """``mirror``, when given, also receives every written event (on the writer thread, never
+    on a request's): the App hands them to Orthanc's own audit log."""
+
     def __init__(self, db: Database, capacity: int = 10000, batch: int = 500, on_error: Any = None,
-                 gather_seconds: float = 0.05) -> None:
+                 gather_seconds: float = 0.05, mirror: Callable[[AuditEvent], None] | None = None) -> None:
         self._db = db
+        self._mirror = mirror
+        self.mirror_failures = 0
         self._gather_seconds = gather_seconds
         self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
         self._batch = batch
@@ -114,6 +119,7 @@ class AuditWriter:
                 with self._db.engine.begin() as connection:
                     connection.execute(insert(audit_events), rows)
                 self.written += len(rows)
+                self._mirror_all(events)
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then reported
                 if attempt == 4:
@@ -122,6 +128,17 @@ class AuditWriter:
                         self._on_error(f"audit write failed, {len(rows)} events lost: {exc}")
                     return
                 time.sleep(0.1 * 2**attempt)
+
+    def _mirror_all(self, events: list[AuditEvent]) -> None:
+        if self._mirror is None:
+            return
+        for event in events:
+            try:
+                self._mirror(event)
+            except Exception as exc:  # noqa: BLE001 - the plugin store has the event already
+                self.mirror_failures += 1
+                if self.mirror_failures == 1 and self._on_error:
+                    self._on_error(f"audit events cannot be copied to Orthanc's audit log: {exc!r}")
 
     def flush(self) -> None:
         self._queue.join()

@@ -36,6 +36,12 @@ class ClosedApp:
     def handle_dicomweb(self, request: Request) -> Response:
         return _json({"error": "the gate is closed"}, 503)
 
+    def handle_viewer(self, request: Request) -> Response:
+        return _json({"error": "the gate is closed"}, 503)
+
+    def explorer_javascript(self) -> str | None:
+        return None
+
     def on_change(self, change: str, level: str, resource_id: str) -> None:
         return None
 

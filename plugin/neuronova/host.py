@@ -1,12 +1,18 @@
-"""What the domain packages need from Orthanc, as a Protocol.
+"""Both sides of the one seam to Orthanc, as Protocols.
 
-The real implementation is :class:`neuronova.orthanc_bridge.OrthancHost`; unit tests use
-small in-memory fakes of this interface, never of the Orthanc SDK itself.
+- :class:`Host` is what the domain packages need from Orthanc. The real implementation is
+  :class:`neuronova.orthanc_bridge.OrthancHost`; unit tests use small in-memory fakes of this
+  interface, never of the Orthanc SDK itself.
+- :class:`PluginApp` is what the bridge calls: :class:`neuronova.app.App`, or
+  :class:`neuronova.closed.ClosedApp` when the plugin could not start.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
+
+from .http import Request, Response
 
 
 class Host(Protocol):
@@ -37,8 +43,38 @@ class Host(Protocol):
     def set_metric(self, name: str, value: float) -> None:
         """Publish a value on /tools/metrics-prometheus."""
 
+    def emit_audit_log(self, user: str, level: str, resource_id: str, action: str, data: bytes) -> None:
+        """Hand an audit record to Orthanc's own audit log (kept by database plugins that
+        store one; ignored otherwise). ``level`` is STUDY, SERIES, INSTANCE or PATIENT."""
+
     def log_info(self, message: str) -> None: ...
 
     def log_warning(self, message: str) -> None: ...
 
     def log_error(self, message: str) -> None: ...
+
+
+class PluginApp(Protocol):
+    """What Orthanc's callbacks reach, through the bridge."""
+
+    def allow_request(self, uri: str, method_code: int, ip: str, headers: Mapping[str, str],
+                      query: Mapping[str, str]) -> bool:
+        """The incoming HTTP request filter: True lets the request through."""
+
+    def handle_neuronova(self, request: Request) -> Response:
+        """Everything below /neuronova/."""
+
+    def handle_dicomweb(self, request: Request) -> Response:
+        """Everything below /dicom-web/ (the public DICOMweb front)."""
+
+    def handle_viewer(self, request: Request) -> Response:
+        """Everything below /ohif (the viewer's files)."""
+
+    def explorer_javascript(self) -> str | None:
+        """JavaScript added to Orthanc Explorer, or None."""
+
+    def on_change(self, change: str, level: str, resource_id: str) -> None:
+        """A change of Orthanc's (runs on Orthanc's single change thread: be quick)."""
+
+    def stop(self) -> None:
+        """Orthanc is stopping."""

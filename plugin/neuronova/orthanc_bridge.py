@@ -1,4 +1,5 @@
-"""The one place that talks to the Orthanc SDK (the ``orthanc`` module of orthanc-python).
+"""The one place that talks to the Orthanc SDK (the ``orthanc`` module of orthanc-python 7.1
+on Orthanc 1.13; docs/runtime-facts.md lists what that runtime does and how it differs).
 
 ``install()`` builds the application from Orthanc's configuration and registers its
 callbacks. Any failure while building it installs a closed application instead: Orthanc
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 import orthanc
 
 # Only standard-library modules at import time: if a third-party package is missing, the
 # import of .app fails inside install() and the gate closes instead of Orthanc running open.
 from .errors import OrthancCallError
+from .host import PluginApp
 from .http import Request, Response
 
 _METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
@@ -45,8 +47,17 @@ _CHANGE_NAMES = {getattr(orthanc.ChangeType, n): n for n in dir(orthanc.ChangeTy
 _LEVEL_NAMES = {getattr(orthanc.ResourceType, n): n for n in dir(orthanc.ResourceType) if n.isupper()}
 
 
+# OrthancPluginEmitAuditLog (Orthanc 1.12.9 SDK): gate decisions also reach Orthanc's own
+# audit log where the database plugin keeps one. Absent from older SDKs: then it is skipped.
+_AUDIT_LOG_LEVELS: dict[str, Any] | None = (
+    {name: getattr(orthanc.ResourceType, name) for name in ("PATIENT", "STUDY", "SERIES", "INSTANCE", "NONE")
+     if hasattr(orthanc.ResourceType, name)}
+    if hasattr(orthanc, "EmitAuditLog") else None
+)
+
+
 def _call_error(exc: Exception) -> OrthancCallError:
-    # orthanc-python 4.0 raises OrthancException(int error code, description).
+    # orthanc-python raises OrthancException(int error code, description).
     code = exc.args[0] if exc.args else None
     name = _ERROR_NAMES.get(code, str(code))
     for key, status in _STATUS_BY_ERROR.items():
@@ -109,6 +120,11 @@ class OrthancHost:
     def set_metric(self, name: str, value: float) -> None:
         orthanc.SetMetricsValue(name, float(value), orthanc.MetricsType.DEFAULT)
 
+    def emit_audit_log(self, user: str, level: str, resource_id: str, action: str, data: bytes) -> None:
+        if _AUDIT_LOG_LEVELS is None:
+            return
+        orthanc.EmitAuditLog("neuronova", user, _AUDIT_LOG_LEVELS[level], resource_id, action, data)
+
     def log_info(self, message: str) -> None:
         orthanc.LogInfo(message)
 
@@ -119,60 +135,59 @@ class OrthancHost:
         orthanc.LogError(message)
 
 
+# Statuses that OrthancPluginSendHttpStatus refuses ("Parameter out of range", measured on
+# 1.13.0): 301, 405 and 429 among them. 405 has its own call; the others go out without a body.
+_NO_BODY_STATUSES: set[int] = set()
+
+
 def _answer(output: Any, response: Response) -> None:
     for name, value in response.headers.items():
         output.SetHttpHeader(name, value)
-    text = getattr(response, "text", None)
-    if response.status == 200 and isinstance(text, str):
-        # Orthanc 1.10.1 gzips an AnswerBuffer body (>= 2 KB, client accepting gzip) inside
-        # the call, i.e. while this thread holds the GIL: 0.6-0.8 s for OHIF's 17 MB bundle,
-        # stalling every other Python request. SendHttpStatus sends the body as it is (str
-        # only in orthanc-python 4.0, hence text files only).
-        output.SetHttpHeader("Content-Type", response.content_type)
-        output.SendHttpStatus(200, text, int(getattr(response, "text_size", 0)))
-    elif response.status == 200:
+    status = response.status
+    if status == 200:
         output.AnswerBuffer(response.body, response.content_type)
-    elif response.status == 401:
+    elif status == 401:
         output.SendUnauthorized("NeuroNova")
-    elif response.status == 405:
-        output.SendMethodNotAllowed("GET,POST,PUT,DELETE")
+    elif status == 405:
+        output.SendMethodNotAllowed(response.headers.get("Allow", "GET"))
+    elif status in _NO_BODY_STATUSES:
+        output.SendHttpStatusCode(status)
     else:
         output.SetHttpHeader("Content-Type", response.content_type)
-        # orthanc-python 4.0 takes (status, str body, byte length) here, not bytes.
-        text = response.body.decode("utf-8", "replace")
-        output.SendHttpStatus(response.status, text, len(text.encode("utf-8")))
+        try:
+            output.SendHttpStatus(status, response.body)
+        except orthanc.OrthancException:
+            _NO_BODY_STATUSES.add(status)
+            output.SendHttpStatusCode(status)
 
 
-def _closed_app(reason: str) -> Any:
+def _closed_app(reason: str) -> PluginApp:
     from .closed import ClosedApp
 
     return ClosedApp(reason)
 
 
-def _decoded_query(raw: Any) -> dict[str, str]:
-    """Orthanc 1.10.1 hands plugins the query values still percent-encoded (``a%2Cb``);
-    the domain code gets them decoded, once, here."""
-    return {unquote(str(key)): unquote(str(value)) for key, value in dict(raw or {}).items()}
-
-
 def _request(uri: str, request: dict[str, Any]) -> Request:
+    # Orthanc 1.13 hands plugins query values already percent-decoded (1.10.1 did not), and
+    # no "get" at all for methods other than GET.
     method = request.get("method", "GET")
     return Request(
         method=method if isinstance(method, str) else _METHODS.get(int(method), "GET"),
         path=uri,
         groups=tuple(request.get("groups", ())),
-        query=_decoded_query(request.get("get", {})),
-        headers=dict(request.get("headers", {})),
-        body=bytes(request.get("body", b"") or b""),
+        query=dict(request.get("get") or {}),
+        headers=dict(request.get("headers") or {}),
+        body=bytes(request.get("body") or b""),
     )
 
 
-def install() -> Any:
+def install() -> PluginApp:
     host = OrthancHost()
+    app: PluginApp
     try:
         from .app import App
 
-        app: Any = App(host, json.loads(orthanc.GetConfiguration()))
+        app = App(host, json.loads(orthanc.GetConfiguration()))
     except Exception as exc:  # noqa: BLE001 - any start-up failure closes the gate
         reason = f"{type(exc).__name__}: {exc}"
         orthanc.LogError(f"NeuroNova: the gate is CLOSED, every request is denied: {reason}")
@@ -183,12 +198,12 @@ def install() -> Any:
         try:
             return bool(app.allow_request(
                 uri, int(kwargs.get("method", 0)), str(kwargs.get("ip", "")),
-                kwargs.get("headers", {}), _decoded_query(kwargs.get("get", {})),
+                kwargs.get("headers") or {}, kwargs.get("get") or {},
             ))
         except Exception:  # noqa: BLE001 - fail closed
             return False
 
-    def route(handler: Any) -> Any:
+    def route(handler: Callable[[Request], Response]) -> Callable[..., None]:
         def callback(output: Any, uri: str, **request: Any) -> None:
             try:
                 response = handler(_request(uri, request))
@@ -199,8 +214,8 @@ def install() -> Any:
 
         return callback
 
-    def on_change(change_type: Any, level: Any, resource_id: str) -> None:
-        # orthanc-python 4.0 passes plain ints: give the domain code names instead.
+    def on_change(change_type: int, level: int, resource_id: str) -> None:
+        # The SDK passes plain ints: give the domain code names instead.
         change = _CHANGE_NAMES.get(change_type, str(change_type))
         try:
             if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
@@ -213,11 +228,9 @@ def install() -> Any:
     orthanc.RegisterIncomingHttpRequestFilter(request_filter)
     orthanc.RegisterRestCallback("/neuronova/(.*)", route(app.handle_neuronova))
     orthanc.RegisterRestCallback("/dicom-web/(.*)", route(app.handle_dicomweb))
-    # The viewer front (absent from the closed application, whose filter denies /ohif anyway).
-    if hasattr(app, "handle_viewer"):
-        orthanc.RegisterRestCallback("/ohif(/.*)?", route(app.handle_viewer))
-        javascript = app.explorer_javascript()
-        if javascript:
-            orthanc.ExtendOrthancExplorer(javascript)
+    orthanc.RegisterRestCallback("/ohif(/.*)?", route(app.handle_viewer))
+    javascript = app.explorer_javascript()
+    if javascript:
+        orthanc.ExtendOrthancExplorer(javascript)
     orthanc.RegisterOnChangeCallback(on_change)
     return app

@@ -23,6 +23,7 @@ class RecordingHost:
     def __init__(self) -> None:
         self.logs: list[str] = []
         self.metrics: dict[str, float] = {}
+        self.audit_log: list[tuple[str, str, str, str, bytes]] = []
 
     def rest_put(self, uri: str, body: bytes) -> bytes:
         raise NotImplementedError
@@ -32,6 +33,9 @@ class RecordingHost:
 
     def set_metric(self, name: str, value: float) -> None:
         self.metrics[name] = value
+
+    def emit_audit_log(self, user: str, level: str, resource_id: str, action: str, data: bytes) -> None:
+        self.audit_log.append((user, level, resource_id, action, data))
 
     def log_info(self, message: str) -> None:
         self.logs.append(message)

@@ -29,3 +29,22 @@ def test_time_parsing() -> None:
     assert audit.parse_time("1970-01-01T00:01:00Z") == 60.0
     assert audit.parse_time("1970-01-01T01:00:00+01:00") == 0.0
     assert audit.iso_utc(0.5) == "1970-01-01T00:00:00.500Z"
+
+
+def test_written_events_are_mirrored_and_a_failing_mirror_loses_nothing(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path}/a.sqlite")
+    mirrored: list[AuditEvent] = []
+
+    def mirror(e: AuditEvent) -> None:
+        if e.uri == "/x/3":
+            raise RuntimeError("Orthanc's audit log is not writable")
+        mirrored.append(e)
+
+    errors: list[str] = []
+    writer = AuditWriter(db, mirror=mirror, on_error=errors.append)
+    for n in range(10):
+        writer.record(event(n))
+    writer.close()
+    assert [e.uri for e in mirrored] == [f"/x/{n}" for n in range(10) if n != 3]
+    assert writer.written == 10 and writer.mirror_failures == 1 and len(errors) == 1
+    assert len(audit.query(db)) == 10

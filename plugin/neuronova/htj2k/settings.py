@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,18 @@ class Settings:
     backfill_batch: int
 
 
+def embedded_python() -> str:
+    """The interpreter of the Python that Orthanc's plugin embeds (sys.executable is Orthanc
+    itself there): Debian's /usr/bin/pythonX.Y of the same version."""
+    return f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
+
+
 def parse(raw: Mapping[str, Any]) -> Settings:
     settings = Settings(
         enabled=option(raw, "Enabled", bool, True),
         workers=option(raw, "Workers", int, 0) or 2 * (os.cpu_count() or 1),
         processes=option(raw, "Processes", int, os.cpu_count() or 1),
-        python=option(raw, "PythonExecutable", str, "/usr/bin/python3.11"),
+        python=option(raw, "PythonExecutable", str, embedded_python()),
         worker_nice=option(raw, "WorkerNice", int, 10),
         attachment=option(raw, "Attachment", str, "htj2k"),
         cache_bytes=option(raw, "CacheMegabytes", int, 256) * 1024 * 1024,

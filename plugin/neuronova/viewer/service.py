@@ -8,7 +8,6 @@ configuration carry no patient data); all data goes through the gate's DICOMweb 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 
 from ..host import Host
 from ..http import Request, Response, error_response
@@ -19,22 +18,12 @@ from .static import COMMON_HEADERS, REVALIDATE, OhifLayoutError, StaticFiles
 APP_CONFIG = "/app-config.js"
 
 
-@dataclass
-class ViewerResponse(Response):
-    """A response whose body is also given as text: the bridge sends such 200 answers with
-    ``SendHttpStatus``, which Orthanc does not gzip under the GIL (see :class:`.static.Asset`)."""
-
-    text: str | None = None
-    text_size: int = 0  # UTF-8 length of text
-
-
 class ViewerService:
     def __init__(self, settings: Settings, host: Host) -> None:
         self.settings = settings
         self.problem = ""
         self.files: StaticFiles | None = None
-        self.app_config_text = ohif_config.render(settings)
-        self.app_config = self.app_config_text.encode()
+        self.app_config = ohif_config.render(settings).encode()
         if not settings.enabled:
             self.problem = "the viewer is disabled (NeuroNova.Viewer.Enabled)"
             return
@@ -62,17 +51,12 @@ class ViewerService:
             return Response(503, _UNAVAILABLE.format(reason=html.escape(self.problem)).encode(),
                             "text/html; charset=utf-8", {"Cache-Control": "no-store", **COMMON_HEADERS})
         if path == APP_CONFIG:
-            return ViewerResponse(200, self.app_config, "application/javascript; charset=utf-8",
-                                  {"Cache-Control": REVALIDATE, **COMMON_HEADERS}, text=self.app_config_text,
-                                  text_size=len(self.app_config))
+            return Response(200, self.app_config, "application/javascript; charset=utf-8",
+                            {"Cache-Control": REVALIDATE, **COMMON_HEADERS})
         asset = self.files.get(path)
         if asset is None:
             return error_response(404, "no such file")
-        if isinstance(asset.data, str):
-            # The body stays empty: the text is what is sent (no second copy of a 17 MB bundle).
-            return ViewerResponse(200, b"", asset.content_type, dict(asset.headers), text=asset.data,
-                                  text_size=asset.size)
-        return ViewerResponse(200, asset.data, asset.content_type, dict(asset.headers))
+        return Response(200, asset.data, asset.content_type, dict(asset.headers))
 
     def explorer_javascript(self) -> str | None:
         return explorer.script() if self.settings.explorer_extension else None

@@ -59,29 +59,15 @@ class OhifLayoutError(RuntimeError):
 
 @dataclass(frozen=True)
 class Asset:
-    """A file as served. Text files are kept decoded (``str``): the bridge answers them with
-    ``SendHttpStatus``, which Orthanc 1.10.1 does not compress, whereas a body answered with
-    ``AnswerBuffer`` is gzipped by Orthanc while the plugin holds the GIL (0.6-0.8 s for
-    OHIF's 17 MB bundle, measured). Keeping the ``str`` also keeps its UTF-8 form cached."""
+    """A file as served (rewritten for the prefix where needed)."""
 
-    data: bytes | str
+    data: bytes
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
-    size: int = 0  # bytes on the wire (the UTF-8 length of a text)
-
-    @property
-    def body(self) -> bytes:
-        return self.data.encode("utf-8") if isinstance(self.data, str) else self.data
 
 
 def content_type(name: str) -> str:
     return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
-
-
-def is_text(content_type: str) -> bool:
-    return content_type.startswith("text/") or content_type.split(";")[0] in (
-        "application/javascript", "application/json", "image/svg+xml", "application/xml",
-        "application/manifest+json")
 
 
 def cache_control(name: str) -> str:
@@ -183,14 +169,7 @@ class StaticFiles:
             body = rewrite_stylesheet(body, self.prefix)
         headers = {**(PAGE_HEADERS if base.endswith(".html") else COMMON_HEADERS),
                    "Cache-Control": cache_control(name)}
-        kind = content_type(base)
-        data: bytes | str = body
-        if is_text(kind):
-            try:
-                data = body.decode("utf-8")
-            except UnicodeDecodeError:
-                data = body
-        return Asset(data, kind, headers, len(body))
+        return Asset(body, content_type(base), headers)
 
     def _remember(self, name: str, asset: Asset) -> None:
         size = len(asset.data)
