@@ -17,7 +17,8 @@ from .ai import settings as ai_settings
 from .ai.api import AiApi
 from .ai.service import AiService, node_identity
 from .audit import AuditEvent, AuditWriter
-from .dicomweb import DicomWebFront, tag_value
+from .dicom_json import tag_value, uid_attribute
+from .dicomweb import DicomWebFront
 from .gate import Gate
 from .gate import settings as gate_settings
 from .gate.api import GateApi
@@ -51,12 +52,11 @@ class App:
         self.router = Router()
         self.router.add("GET", HEALTH, self.health)
         GateApi(self.gate, self.db).register(self.router)
-        self.dicomweb = DicomWebFront(host, self.gate)
         # -- HTJ2K: renditions encoded on ingest, served by the DICOMweb front
         self.htj2k = Htj2kService(htj2k_settings.parse(self.settings.htj2k), host, self.db)
         Htj2kApi(self.gate, self.htj2k).register(self.router)
-        self.dicomweb.retrieve = Htj2kRetriever(host, self.htj2k)
-        self.dicomweb.annotate_metadata = self._advertise_htj2k
+        self.dicomweb = DicomWebFront(host, self.gate, retrieve=Htj2kRetriever(host, self.htj2k),
+                                      annotate_metadata=self._advertise_htj2k)
         # -- Viewer: OHIF same-origin under /ohif (generated app-config.js), Explorer additions
         self.viewer = ViewerService(
             viewer_settings.parse(config.section(config.section(orthanc_config, config.SECTION), "Viewer")), host)
@@ -110,13 +110,13 @@ class App:
         with_rendition = self.htj2k.with_rendition([tag_value(item, "00080018") for item in items])
         for item in items:
             if tag_value(item, "00080018") in with_rendition:
-                item["00083002"] = {"vr": "UI", "Value": [RENDITION_TRANSFER_SYNTAX]}
+                item["00083002"] = uid_attribute(RENDITION_TRANSFER_SYNTAX)
         return json.dumps(items, separators=(",", ":")).encode()
 
     def on_change(self, change: str, level: str, resource_id: str) -> None:
         # Runs on Orthanc's single change thread: only cheap bookkeeping here.
         if change in ("NEW_INSTANCE", "DELETED", "UPDATED_ATTACHMENT"):
-            self.dicomweb.generation += 1
+            self.dicomweb.note_change()
         if change == "NEW_INSTANCE":
             self.htj2k.enqueue(resource_id)
         elif change == "DELETED" and level == "INSTANCE":

@@ -15,12 +15,13 @@ import email.policy
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .caches import VersionedCache
-from .dicomweb_paths import INTERNAL_ROOT, PUBLIC_ROOT
+from .caches import Cache
+from .dicom_json import tag_value
+from .dicomweb_paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
 from .errors import HttpError, OrthancCallError
 from .gate import Gate
 from .gate.api import caller
@@ -36,14 +37,8 @@ SOP_CLASS_UID = "00080016"
 
 
 class RetrieveHandler(Protocol):
-    def handle(self, request: Request, rest: str) -> Response | None:
+    def handle(self, request: Request, path: DicomWebPath) -> Response | None:
         """Answer a WADO-RS retrieval, or None to let the front forward it."""
-
-
-def tag_value(item: Mapping[str, Any], tag: str) -> str:
-    """The first value of ``tag`` in a DICOM JSON item ("" when absent)."""
-    values = item.get(tag, {}).get("Value") or [""]
-    return str(values[0])
 
 
 def _sniff_image(body: bytes) -> str:
@@ -66,16 +61,23 @@ def _multipart_type(body: bytes, part_type: str) -> str:
 
 
 class DicomWebFront:
-    def __init__(self, host: Host, gate: Gate, metadata_cache_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(self, host: Host, gate: Gate, *, retrieve: RetrieveHandler | None = None,
+                 annotate_metadata: Callable[[bytes], bytes] | None = None,
+                 metadata_cache_bytes: int = 256 * 1024 * 1024) -> None:
         self._host = host
         self._gate = gate
         # Retrieval of instances, series, studies and frames (the HTJ2K package): the DICOMweb
         # plugin's multi-part answers cannot cross an internal call (docs/runtime-facts.md).
-        self.retrieve: RetrieveHandler | None = None
-        self.metadata_cache = VersionedCache(metadata_cache_bytes)
-        self.search_cache = VersionedCache(32 * 1024 * 1024)
-        self.generation = 0  # bumped by App.on_change for every new or deleted resource
-        self.annotate_metadata: Callable[[bytes], bytes] | None = None
+        self.retrieve = retrieve
+        # Rewrites study metadata before it is cached (the HTJ2K package advertises renditions).
+        self.annotate_metadata = annotate_metadata
+        self.metadata_cache: Cache[tuple[str, str], bytes] = Cache(max_bytes=metadata_cache_bytes)
+        self.search_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024)
+        self.generation = 0  # counts this node's new and deleted resources (note_change)
+
+    def note_change(self) -> None:
+        """A resource was stored, changed or deleted on this node: cached answers are stale."""
+        self.generation += 1
 
     def handle(self, request: Request) -> Response:
         rest = request.path[len(PUBLIC_ROOT):]
@@ -84,11 +86,12 @@ class DicomWebFront:
                 return self._search(request, rest)
             if request.method == "POST" and rest.startswith("/studies"):
                 return self._stow(request, rest)
-            if request.method == "GET":
-                answer = self.retrieve.handle(request, rest) if self.retrieve is not None else None
+            path = parse(rest)
+            if request.method == "GET" and path is not None:
+                answer = self.retrieve.handle(request, path) if self.retrieve is not None else None
                 if answer is not None:
                     return answer
-                return self._forward_get(request, rest)
+                return self._forward_get(request, path)
             return self._forward_admin(request, rest)
         except OrthancCallError as exc:
             self._host.log_warning(f"NeuroNova DICOMweb: {request.method} {request.path}: {exc}")
@@ -128,7 +131,7 @@ class DicomWebFront:
         body = self.search_cache.get(key, version)
         if body is None:
             body = self._internal_get(rest, query)
-            self.search_cache.put(key, version, body)
+            self.search_cache.put(key, body, version)
         return body
 
     def _json_answer(self, request: Request, body: bytes) -> Response:
@@ -146,39 +149,37 @@ class DicomWebFront:
 
     # -- WADO-RS --------------------------------------------------------------------------
 
-    def _forward_get(self, request: Request, rest: str) -> Response:
+    def _forward_get(self, request: Request, path: DicomWebPath) -> Response:
         query = {k: v for k, v in request.query.items() if k != "token"}
-        if rest.endswith("/metadata") and not query:
-            return self._metadata(request, rest)
-        body = self._internal_get(rest, query)
-        tail = rest.rsplit("/", 1)[-1]
-        if rest.endswith(("/metadata", "/series", "/instances")) or tail == "":
+        action = path.action
+        if action == "metadata" and not query:
+            return self._metadata(request, path)
+        body = self._internal_get(path.resource + path.tail, query)
+        if action in ("metadata", "search"):
             return self._json_answer(request, body)
-        if "/frames/" in rest and not rest.endswith(("/rendered", "/thumbnail")):
+        if action in ("frames", "bulk"):
             return Response(200, body, _multipart_type(body, "application/octet-stream"))
-        if "/bulk/" in rest:
-            return Response(200, body, _multipart_type(body, "application/octet-stream"))
-        if rest.endswith(("/rendered", "/thumbnail")):
+        if action in ("rendered", "thumbnail"):
             return Response(200, body, _sniff_image(body))
         return Response(200, body, _multipart_type(body, "application/dicom"))
 
-    def _metadata(self, request: Request, rest: str) -> Response:
-        # Generating metadata is the DICOMweb plugin's heaviest read and internal calls hold
-        # the GIL (docs/runtime-facts.md): answers are cached per study version.
-        study_uid = rest.split("/")[2]
-        study_id = self._host.lookup_study(study_uid)
+    def _metadata(self, request: Request, path: DicomWebPath) -> Response:
+        # Generating metadata is the DICOMweb plugin's heaviest read: answers are cached per
+        # study version.
+        study_id = self._host.lookup_study(path.study)
         if study_id is None:
             raise HttpError(404, "no such study")
         # LastUpdate has a one-second resolution; the generation counts this node's changes.
         last_update = self._host.rest_get_json(f"/studies/{study_id}").get("LastUpdate", "")
         version = f"{last_update}|{self.generation}"
+        rest = path.resource + path.tail
         key = (rest, request.headers.get("x-forwarded-host") or request.headers.get("host", ""))
         body = self.metadata_cache.get(key, version)
         if body is None:
             body = self._public_urls(request, self._internal_get(rest, {}))
             if self.annotate_metadata is not None:
                 body = self.annotate_metadata(body)
-            self.metadata_cache.put(key, version, body)
+            self.metadata_cache.put(key, body, version)
         return Response(200, body, DICOM_JSON)
 
     def _forward_admin(self, request: Request, rest: str) -> Response:

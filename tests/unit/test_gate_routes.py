@@ -51,3 +51,16 @@ def test_ohif_static_files_are_public_with_a_strict_prefix() -> None:
         ("/ohif/a;b", "GET"), ("/ohif/~root", "GET"), ("/app/ohif/index.html", "GET"), ("/ohif/a//b", "GET"),
     ):
         assert classify(uri, method).scope is Scope.ADMIN, (uri, method)
+
+
+def test_one_path_parser_for_every_dicomweb_resource() -> None:
+    from neuronova.dicomweb_paths import parse
+
+    frames = parse("/studies/1.2/series/3/instances/4.5/frames/3,1,3")
+    assert frames is not None and frames.frames == (3, 1, 3) and frames.action == "frames"
+    assert frames.resource == "/studies/1.2/series/3/instances/4.5"
+    assert parse("/studies/1.2/series/3/rendered") is not None
+    assert parse("/studies/1.2/series/3/instances/4/thumbnail") is not None
+    for bad in ("/studies/1.2/frames/1", "/studies/1.2/series/3/frames/1", "/studies/x", "/studies/1.2/",
+                "/studies/1.2/series/3/instances/4/frames/", "/studies/1.2/metadata/x", "/series/1.2"):
+        assert parse(bad) is None, bad

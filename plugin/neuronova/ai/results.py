@@ -52,11 +52,10 @@ import highdicom as hd
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from .. import __version__
+from .. import __version__, dicom_json
 
 # --------------------------------------------------------------------------- markers
 
@@ -485,21 +484,11 @@ _TAGS = {
 }
 
 
-def _text(value: Any) -> str:
-    """A tag's text from a plain string, an Orthanc ``/tags`` entry ({"Value": ...}) or a
-    DICOM JSON entry ({"vr": ..., "Value": [...]})."""
-    if isinstance(value, Mapping):
-        value = value.get("Value")
-    if isinstance(value, (list, tuple, MultiValue)):
-        value = value[0] if len(value) else ""
-    return "" if value is None else str(value).strip()
-
-
 def _lookup(tags: Mapping[str, Any], name: str) -> str:
     lowered = {str(k).lower().strip("()").replace(" ", ""): v for k, v in tags.items()}
     for key in _TAGS[name]:
         if key.lower() in lowered:
-            return _text(lowered[key.lower()])
+            return dicom_json.text(lowered[key.lower()])
     return ""
 
 
@@ -518,7 +507,7 @@ def is_ai_result(dataset_or_tags: Dataset | Mapping[str, Any]) -> bool:
     if isinstance(dataset_or_tags, Dataset):
 
         def get(name: str) -> str:
-            return _text(dataset_or_tags.get(name, ""))
+            return dicom_json.text(dataset_or_tags.get(name, ""))
     else:
         tags = dataset_or_tags
 

@@ -43,21 +43,6 @@ class Target:
     instance: str = ""
 
 
-_UID = paths.UID
-_STUDY_TREE = re.compile(
-    rf"^/studies/(?P<study>{_UID})"
-    rf"(?:/series/(?P<series>{_UID})(?:/instances/(?P<instance>{_UID}))?)?"
-    r"(?P<rest>/.*)?$"
-)
-# What may follow a study, series or instance for a study-scoped read (WADO-RS and QIDO).
-_COMMON = r"|/metadata|/rendered|/thumbnail|/bulk/[0-9A-Fa-f./]+"
-_FRAMES = r"/frames/[0-9]+(?:,[0-9]+)*"
-_REST_BY_LEVEL = {
-    "study": re.compile(rf"^(?:{_COMMON}|/series|/instances)$"),
-    "series": re.compile(rf"^(?:{_COMMON}|/instances)$"),
-    "instance": re.compile(rf"^(?:{_COMMON}|{_FRAMES}|{_FRAMES}/rendered|{_FRAMES}/thumbnail)$"),
-}
-
 _PLUGIN_PUBLIC = {"/neuronova/health", "/neuronova/login", "/neuronova/logout"}
 # OHIF's static files and generated app-config.js: public (no patient data in them; every
 # byte of data goes through the DICOMweb front). Strict: GET only, plain path segments
@@ -74,21 +59,18 @@ def _dicomweb(rest: str, method: str) -> Target:
         return Target(Scope.SEARCH, "qido-rs" + rest, EVENT_QUERY)
     if method == POST and rest == "/studies":
         return Target(Scope.STOW, "stow-rs", EVENT_INSTANCES_TRANSFERRED)
-    match = _STUDY_TREE.match(rest)
-    if match is None:
+    path = paths.parse(rest)
+    if path is None:
         return Target(Scope.ADMIN, "dicom-web/other", EVENT_APPLICATION_ACTIVITY)
-    study, series, instance, tail = match.group("study", "series", "instance", "rest")
-    tail = tail or ""
-    if method == POST and not series and not tail:
-        return Target(Scope.STOW, "stow-rs", EVENT_INSTANCES_TRANSFERRED, study=study)
-    level = "instance" if instance else "series" if series else "study"
-    if method != GET or not _REST_BY_LEVEL[level].match(tail):
+    if method == POST and path.level == "study" and not path.tail:
+        return Target(Scope.STOW, "stow-rs", EVENT_INSTANCES_TRANSFERRED, study=path.study)
+    if method != GET:
         return Target(Scope.ADMIN, "dicom-web/other", EVENT_APPLICATION_ACTIVITY)
-    if tail in ("/series", "/instances"):
+    if path.action == "search":
         route, event = "qido-rs/study", EVENT_QUERY
     else:
-        route, event = "wado-rs" + (paths.route_label(tail) if tail else ""), EVENT_INSTANCES_ACCESSED
-    return Target(Scope.STUDY, route, event, study=study, series=series or "", instance=instance or "")
+        route, event = "wado-rs" + paths.route_label(path.tail), EVENT_INSTANCES_ACCESSED
+    return Target(Scope.STUDY, route, event, study=path.study, series=path.series, instance=path.instance)
 
 
 def classify(uri: str, method: str, wado_query: dict[str, str] | None = None) -> Target:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from ..audit import ALLOW, DENY, AuditEvent, AuditWriter
-from ..caches import TtlCache
+from ..caches import Cache
 from ..host import Host
 from ..store import Database
 from .claims import claim_at, claim_text
@@ -59,10 +59,11 @@ class Gate:
             host, [m.attribute for m in settings.attribute_matches], settings.study_cache_seconds
         )
         self.policy = Policy(settings, self.grants, self.studies)
-        self._identities: TtlCache[str, Identity] = TtlCache(settings.token_cache_size, 3600.0, time.time)
-        self._rejections: TtlCache[str, str] = TtlCache(settings.token_cache_size, NEGATIVE_CACHE_SECONDS)
-        self._visibility: TtlCache[tuple[object, ...], Visibility] = TtlCache(
-            settings.token_cache_size, settings.study_cache_seconds)
+        self._identities: Cache[str, Identity] = Cache(max_entries=settings.token_cache_size, ttl=3600.0,
+                                                       clock=time.time)
+        self._rejections: Cache[str, str] = Cache(max_entries=settings.token_cache_size, ttl=NEGATIVE_CACHE_SECONDS)
+        self._visibility: Cache[tuple[object, ...], Visibility] = Cache(
+            max_entries=settings.token_cache_size, ttl=settings.study_cache_seconds)
 
     # -- authentication -------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..caches import TtlCache
+from ..caches import Cache
 from ..errors import OrthancCallError
 from ..host import Host
 
@@ -39,8 +39,8 @@ class StudyDirectory:
     def __init__(self, host: Host, attributes: Iterable[str], facts_ttl: float) -> None:
         self._host = host
         self._attributes = tuple(dict.fromkeys(attributes))
-        self._facts: TtlCache[str, StudyFacts] = TtlCache(20000, facts_ttl)
-        self._parents: TtlCache[tuple[str, str], str] = TtlCache(200000, 3600.0)
+        self._facts: Cache[str, StudyFacts] = Cache(max_entries=20000, ttl=facts_ttl)
+        self._parents: Cache[tuple[str, str], str] = Cache(max_entries=200000, ttl=3600.0)
         self.version = 0  # bumped when studies arrive, change or go
 
     def facts(self, study_uid: str) -> StudyFacts | None:

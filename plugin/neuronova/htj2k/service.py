@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..caches import VersionedCache
+from ..caches import Cache
 from ..errors import HttpError, OrthancCallError
 from ..host import Host
 from ..store import Database
@@ -74,7 +74,7 @@ class Htj2kService:
         self._in_queue: set[str] = set()
         self._lock = threading.Lock()
         self._index: dict[str, tuple[FrameSpan, ...] | None] = {}  # instance id -> spans (None: no rendition)
-        self.files = VersionedCache(settings.cache_bytes)
+        self.files: Cache[tuple[str, str], bytes] = Cache(max_bytes=settings.cache_bytes)
         self.backfill = BackfillProgress()
         self._backfill_ids: set[str] = set()
         self.encode_seconds_total = 0.0
@@ -233,7 +233,7 @@ class Htj2kService:
             data = self.files.get(("htj2k", instance_id), version)
             if data is None:
                 data = self._host.rest_get(uri + "/data")
-                self.files.put(("htj2k", instance_id), version, data)
+                self.files.put(("htj2k", instance_id), data, version)
         except OrthancCallError:
             self._index.pop(instance_id, None)  # attachment gone (e.g. restored index): serve the original
             return None
@@ -248,7 +248,7 @@ class Htj2kService:
         data = self.files.get(("dicom", instance_id), version)
         if data is None:
             data = self._host.rest_get(f"/instances/{instance_id}/file")
-            self.files.put(("dicom", instance_id), version, data)
+            self.files.put(("dicom", instance_id), data, version)
         return data, version
 
     def with_rendition(self, sop_uids: list[str]) -> set[str]:

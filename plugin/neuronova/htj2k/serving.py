@@ -8,11 +8,10 @@ runs under the GIL; every part is labelled with the transfer syntax its bytes re
 from __future__ import annotations
 
 import io
-import re
 from typing import Any
 
-from ..caches import TtlCache
-from ..dicomweb_paths import UID
+from ..caches import Cache
+from ..dicomweb_paths import DicomWebPath
 from ..errors import HttpError
 from ..host import Host
 from ..http import Request, Response
@@ -24,11 +23,6 @@ from .service import Htj2kService, StoredRendition
 
 _NOT_NATIVE = NativeFrames(0, 0, 0)  # cached answer "frames of this original need decoding"
 
-_UID = UID
-_FRAMES = re.compile(rf"^/studies/{_UID}/series/{_UID}/instances/(?P<instance>{_UID})/frames/(?P<frames>[0-9,]+)$")
-_RESOURCE = re.compile(
-    rf"^/studies/(?P<study>{_UID})(?:/series/(?P<series>{_UID})(?:/instances/(?P<instance>{_UID}))?)?$"
-)
 MAX_FRAMES_PER_REQUEST = 10000
 
 
@@ -38,22 +32,19 @@ class Htj2kRetriever:
         self._service = service
         # Per-instance facts that never change while the instance exists; an instance
         # deleted and stored again is re-read after the TTL (and layouts are keyed by MD5).
-        self._syntaxes: TtlCache[str, str] = TtlCache(100000, 300.0)
-        self._native: TtlCache[tuple[str, str], NativeFrames] = TtlCache(100000, 3600.0)
+        self._syntaxes: Cache[str, str] = Cache(max_entries=100000, ttl=300.0)
+        self._native: Cache[tuple[str, str], NativeFrames] = Cache(max_entries=100000, ttl=3600.0)
 
-    def handle(self, request: Request, rest: str) -> Response | None:
-        match = _FRAMES.match(rest)
-        if match is not None:
-            return self._frames(request, match["instance"], match["frames"])
-        match = _RESOURCE.match(rest)
-        if match is not None:
-            return self._instances(request, match["study"], match["series"] or "", match["instance"] or "")
+    def handle(self, request: Request, path: DicomWebPath) -> Response | None:
+        if path.action == "frames":
+            return self._frames(request, path.instance, path.frames)
+        if path.action == "retrieve":
+            return self._instances(request, path.study, path.series, path.instance)
         return None
 
     # -- frames ---------------------------------------------------------------------------
 
-    def _frames(self, request: Request, sop_uid: str, frame_list: str) -> Response:
-        numbers = [int(n) for n in frame_list.split(",") if n]
+    def _frames(self, request: Request, sop_uid: str, numbers: tuple[int, ...]) -> Response:
         if not numbers or len(numbers) > MAX_FRAMES_PER_REQUEST or min(numbers) < 1:
             raise HttpError(400, "frame numbers start at 1")
         instance_id = self._host.lookup_instance(sop_uid)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..caches import Cache
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -121,11 +121,7 @@ class StaticFiles:
         self.root = Path(root).resolve()
         self.prefix = prefix
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[str, Asset] = OrderedDict()
-        self._cached_bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._cache: Cache[str, Asset] = Cache(max_bytes=cache_bytes, size_of=lambda asset: len(asset.data))
 
     def check(self) -> None:
         """Raise :class:`OhifLayoutError` unless the folder looks like OHIF's dist/."""
@@ -140,17 +136,14 @@ class StaticFiles:
         name = safe_relative(path)
         if name is None:
             return None
-        with self._lock:
-            asset = self._cache.get(name)
-            if asset is not None:
-                self._cache.move_to_end(name)
-                self.hits += 1
-                return asset
+        asset = self._cache.get(name)
+        if asset is not None:
+            return asset
         asset = self._load(name)
         if asset is None and "." not in name.rsplit("/", 1)[-1]:
             return self.get("/index.html")
         if asset is not None:
-            self._remember(name, asset)
+            self._cache.put(name, asset)
         return asset
 
     def _load(self, name: str) -> Asset | None:
@@ -158,7 +151,6 @@ class StaticFiles:
         # Defence in depth: the segments are already plain names, but a symlink could point out.
         if not file.is_relative_to(self.root) or not file.is_file():
             return None
-        self.misses += 1
         body = file.read_bytes()
         base = file.name
         if name == "index.html":
@@ -171,19 +163,14 @@ class StaticFiles:
                    "Cache-Control": cache_control(name)}
         return Asset(body, content_type(base), headers)
 
-    def _remember(self, name: str, asset: Asset) -> None:
-        size = len(asset.data)
-        if size > self.cache_bytes:
-            return
-        with self._lock:
-            if name in self._cache:
-                return
-            self._cache[name] = asset
-            self._cached_bytes += size
-            while self._cached_bytes > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached_bytes -= len(old.data)
-
     @property
     def cached_bytes(self) -> int:
-        return self._cached_bytes
+        return self._cache.bytes
+
+    @property
+    def hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self._cache.misses

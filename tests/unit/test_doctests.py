@@ -1,0 +1,14 @@
+"""The examples in the docstrings of the pure modules run and hold."""
+
+import doctest
+from types import ModuleType
+
+import pytest
+
+from neuronova import caches, dicom_json, dicomweb_paths
+
+
+@pytest.mark.parametrize("module", [caches, dicom_json, dicomweb_paths], ids=lambda m: m.__name__)
+def test_docstring_examples(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
