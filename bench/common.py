@@ -7,65 +7,21 @@ absolute numbers depend on the machine (2 cores here, shared by client and serve
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugin")]
 
-from tests.support.orthanc_server import OrthancServer, free_port, start_orthanc  # noqa: E402
+from tests.support.bare_orthanc import BARE_PLUGINS, BareOrthanc, start_bare  # noqa: E402
+from tests.support.orthanc_server import OrthancServer, start_orthanc  # noqa: E402
 
-
-@dataclass
-class BareOrthanc:
-    process: subprocess.Popen[bytes]
-    base: str
-    dicom_port: int
-    folder: Path
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-BARE_PLUGINS = ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/share/orthanc/plugins/libOrthancGdcm.so"]
-
-
-def start_bare(extra: dict[str, object] | None = None) -> BareOrthanc:
-    """Stock Orthanc + DICOMweb plugin at /dicom-web/ (and GDCM as NeuroNova loads it), no
-    NeuroNova, no authentication: the same runtime as the gated one (scripts/runtime-exec)."""
-    folder = Path(tempfile.mkdtemp(prefix="bare-orthanc-"))
-    http_port, dicom_port = free_port(), free_port()
-    config = {
-        "Name": "bare", "HttpPort": http_port, "DicomPort": dicom_port, "StorageDirectory": str(folder / "db"),
-        "IndexDirectory": str(folder / "db"), "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "Plugins": BARE_PLUGINS, "DicomAlwaysAllowStore": True,
-        "Gdcm": {"Enable": True, "RestrictTransferSyntaxes": [f"1.2.840.10008.1.2.4.9{n}" for n in range(4)]},
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, **(extra or {}),
-    }
-    (folder / "orthanc.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "wb")
-    command = [str(ROOT / "scripts" / "runtime-exec"), "/usr/sbin/Orthanc", str(folder / "orthanc.json")]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "NEURONOVA_BIND_PATHS": str(folder)})
-    base = f"http://127.0.0.1:{http_port}"
-    for _ in range(150):
-        try:
-            if requests.get(base + "/system", timeout=1).ok:
-                return BareOrthanc(process, base, dicom_port, folder)
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError("bare Orthanc did not start")
+__all__ = ["BARE_PLUGINS", "ROOT", "BareOrthanc", "OrthancServer", "WrkResult", "start_bare", "start_gated", "wrk"]
 
 
 def start_gated(env: dict[str, str] | None = None) -> tuple[OrthancServer, Path]:

@@ -30,6 +30,10 @@ else
   RUNTIME_VENV="/opt/neuronova-venv"   # inside the root filesystem
 fi
 
+# Preloaded into every program of the runtime (Orthanc above all): a floor under thread
+# stack sizes, built by scripts/install from scripts/lib/stack-floor.c (it says why).
+STACK_FLOOR_LIB=/usr/local/lib/neuronova-stack-floor.so
+
 # The runtime's Python version (3.14 on forky), for PYTHONPATH; written by scripts/install.
 runtime_python_version() { cat "$RUNTIME_DIR/python-version"; }
 
@@ -39,12 +43,14 @@ runtime_python_version() { cat "$RUNTIME_DIR/python-version"; }
 # call it in a subshell, ( in_runtime ... ), to go on afterwards.
 in_runtime() {
   if [[ -z "$ROOTFS" ]]; then
+    [[ -e "$STACK_FLOOR_LIB" ]] && export LD_PRELOAD="$STACK_FLOOR_LIB"
     exec "$@"
   fi
   local binds="$ROOT"
   [[ -n "${NEURONOVA_DATA_DIR:-}" ]] && binds+=":$NEURONOVA_DATA_DIR"
   [[ -n "${NEURONOVA_BIND_PATHS:-}" ]] && binds+=":$NEURONOVA_BIND_PATHS"
-  exec env -u LD_LIBRARY_PATH -u PYTHONHOME PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  exec env -u LD_LIBRARY_PATH -u LD_PRELOAD -u PYTHONHOME PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    STACK_FLOOR_LIB="$STACK_FLOOR_LIB" \
     unshare --mount --propagation private -- /bin/bash -c '
     set -e
     rootfs="$1" binds="$2"; shift 2
@@ -59,5 +65,7 @@ in_runtime() {
       if [[ -d "$p" ]]; then mkdir -p "$rootfs$p"; else mkdir -p "$(dirname "$rootfs$p")"; touch "$rootfs$p"; fi
       mount --bind "$p" "$rootfs$p"
     done
-    exec chroot "$rootfs" "$@"' _ "$ROOTFS" "$binds" "$@"
+    preload=()
+    [[ -e "$rootfs$STACK_FLOOR_LIB" ]] && preload=(LD_PRELOAD="$STACK_FLOOR_LIB")
+    exec chroot "$rootfs" /usr/bin/env "${preload[@]}" "$@"' _ "$ROOTFS" "$binds" "$@"
 }
