@@ -1,11 +1,14 @@
 """Gate overhead: WADO-RS frames, study metadata and QIDO, bare Orthanc versus NeuroNova.
 
-    .venv/bin/python bench/gate_bench.py [--seconds 8] [--slices 20]
+    .venv/bin/python -m bench.gate_bench [--seconds 8] [--slices 20] [--clients 4,32]
+                                         [--allow-threads on|off] [--json]
 
 Both servers run on this machine with the same study (512x512 16-bit CT slices built
-from a real CT with fresh UIDs); wrk drives 4 concurrent clients on loopback. The gated
-server is called as a doctor with a grant (token verified once, then cached).
-Budget (issue #2): frames >= 0.8x bare, added p99 <= 2 ms.
+from a real CT with fresh UIDs); wrk drives 4 (then 32) concurrent clients on loopback. The
+gated server is called as a doctor with a grant (token verified once, then cached).
+``--allow-threads off`` starts the gated Orthanc with ``"Python": {"AllowThreads": false}``
+(the GIL held during SDK calls, as orthanc-python before 4.3 did). With ``--json`` the last
+line is one JSON object: added p99 and throughput ratios per "<workload> <clients>".
 
 "frames, any TS" lets each server choose (NeuroNova answers HTJ2K, bare Orthanc the stored
 syntax); "frames, uncomp." asks both for Explicit VR Little Endian, like for like.
@@ -14,6 +17,7 @@ syntax); "frames, uncomp." asks both for Explicit VR Little Endian, like for lik
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import jwt
@@ -27,11 +31,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--slices", type=int, default=20)
+    parser.add_argument("--clients", default="4,32", help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--allow-threads", choices=("on", "off"), default="on")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    client_counts = [int(c) for c in args.clients.split(",")]
     secret = "bench-secret-0123456789abcdefghijklmnopq"
     study = make_study("693_UNCR.dcm", patient_id="BENCH", patient_name="BENCH^CT", slices=args.slices)
     bare = start_bare()
-    gated, _ = start_gated({"NEURONOVA_JWT_SECRET": secret, "NEURONOVA_ADMIN_PASSWORD": "bench-admin"})
+    gated, _ = start_gated({"NEURONOVA_JWT_SECRET": secret, "NEURONOVA_ADMIN_PASSWORD": "bench-admin"},
+                           overlay={"Python": {"AllowThreads": args.allow_threads == "on"}})
+    added_p99: dict[str, float] = {}
+    throughput: dict[str, float] = {}
     try:
         for blob in study.files():
             requests.post(bare.base + "/instances", data=blob, timeout=30).raise_for_status()
@@ -53,21 +64,29 @@ def main() -> None:
             "frames, uncomp.": {"Accept": 'multipart/related; type="application/octet-stream"; '
                                           "transfer-syntax=1.2.840.10008.1.2.1"},
         }
-        print(f"{args.slices} slices 512x512x16, 4 concurrent clients, {args.seconds} s per run (wrk)\n")
-        print(f"{'workload':16} {'server':6} {'':>9}")
-        for name, paths in workloads.items():
-            headers = accept.get(name, {})
-            wrk(bare.base, paths, headers, seconds=2)  # warm both
-            wrk(gated.base, paths, {**headers, "Authorization": f"Bearer {token}"}, seconds=2)
-            b = wrk(bare.base, paths, headers, seconds=args.seconds)
-            g = wrk(gated.base, paths, {**headers, "Authorization": f"Bearer {token}"}, seconds=args.seconds)
-            print(f"{name:16} bare   {b.line()}   non-2xx {b.errors}")
-            print(f"{name:16} gated  {g.line()}   non-2xx {g.errors}")
-            print(f"{name:16} ratio  {g.requests_per_second / b.requests_per_second:9.2f}x throughput   "
-                  f"added p99 {g.p99_ms - b.p99_ms:+.2f} ms   added p50 {g.p50_ms - b.p50_ms:+.2f} ms\n")
+        print(f"{args.slices} slices 512x512x16, {args.seconds} s per run (wrk), AllowThreads {args.allow_threads}\n")
+        for clients in client_counts:
+            print(f"-- {clients} concurrent clients")
+            for name, paths in workloads.items():
+                headers = accept.get(name, {})
+                gated_headers = {**headers, "Authorization": f"Bearer {token}"}
+                wrk(bare.base, paths, headers, seconds=2, connections=clients)  # warm both
+                wrk(gated.base, paths, gated_headers, seconds=2, connections=clients)
+                b = wrk(bare.base, paths, headers, seconds=args.seconds, connections=clients)
+                g = wrk(gated.base, paths, gated_headers, seconds=args.seconds, connections=clients)
+                ratio = g.requests_per_second / b.requests_per_second
+                key = f"{name} {clients}"
+                added_p99[key], throughput[key] = round(g.p99_ms - b.p99_ms, 2), round(ratio, 2)
+                print(f"{name:16} bare   {b.line()}   non-2xx {b.errors}")
+                print(f"{name:16} gated  {g.line()}   non-2xx {g.errors}")
+                print(f"{name:16} ratio  {ratio:9.2f}x throughput   "
+                      f"added p99 {g.p99_ms - b.p99_ms:+.2f} ms   added p50 {g.p50_ms - b.p50_ms:+.2f} ms\n")
     finally:
         bare.stop()
         gated.stop()
+    if args.json:
+        print(json.dumps({"added_p99_ms": added_p99, "throughput_vs_bare": throughput,
+                          "allow_threads": args.allow_threads == "on"}))
 
 
 if __name__ == "__main__":

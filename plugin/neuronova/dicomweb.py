@@ -4,34 +4,35 @@ Orthanc's DICOMweb plugin is mounted at an internal root that the gate closes to
 (DESIGN.md: on DICOMweb 1.7 QIDO cannot be filtered any other way). Every public request
 has already passed the gate's filter; here it is answered from the internal root:
 searches narrowed to the studies the caller may see (``limit``/``offset`` applied after
-filtering), study-scoped reads forwarded, STOW-RS stored instance by instance. Frame and
+filtering), study-scoped reads forwarded, STOW-RS stored instance by instance (stow.py),
+admin requests such as ``/servers`` forwarded (dicomweb_admin.py). Frame and
 instance retrieval can be taken over by a ``RetrieveHandler`` (the HTJ2K package).
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
+from . import dicomweb_admin, stow
 from .caches import Cache
 from .dicom_json import tag_value
 from .dicomweb_paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
+from .dicomweb_rules import PNG, allowed_methods, core_rendering_query, json_accepted, rendered_media_type
 from .errors import HttpError, OrthancCallError
 from .gate import Gate
 from .gate.api import caller
 from .gate.policy import Visibility
 from .host import Host
 from .http import Request, Response, error_response
+from .public_url import public_base
 
 DICOM_JSON = "application/dicom+json"
 _INTERNAL_URL = re.compile(rb"https?://[^/\"\s]+" + re.escape(INTERNAL_ROOT.encode()) + rb"/")
-_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
 STUDY_UID, SERIES_UID, SOP_UID, PATIENT_ID = "0020000D", "0020000E", "00080018", "00100020"
 SOP_CLASS_UID = "00080016"
 
@@ -49,6 +50,26 @@ def _sniff_image(body: bytes) -> str:
     if body.startswith(b"GIF8"):
         return "image/gif"
     return "application/octet-stream"
+
+
+def _refusal(request: Request, rest: str) -> Response | None:
+    """DICOMweb 1.24's answer when it refuses the method or the ``Accept`` outright (405 with
+    its ``Allow``, 400), else None. Internal calls carry neither, so the front decides."""
+    allowed = allowed_methods(rest)
+    if allowed is None:
+        return None
+    if request.method not in allowed.split(","):
+        return Response(405, b"", headers={"Allow": allowed})
+    if request.method != "GET":
+        return None
+    accept = request.headers.get("accept")
+    path = parse(rest)
+    action = path.action if path is not None else "search"
+    if action in ("search", "metadata") and not json_accepted(accept):
+        return error_response(400, f"DICOM JSON only (application/dicom+json), not {accept!r}")
+    if action in ("rendered", "thumbnail") and rendered_media_type(accept) is None:
+        return error_response(400, f"rendered answers are image/jpeg or image/png, not {accept!r}")
+    return None
 
 
 def _multipart_type(body: bytes, part_type: str) -> str:
@@ -82,10 +103,13 @@ class DicomWebFront:
     def handle(self, request: Request) -> Response:
         rest = request.path[len(PUBLIC_ROOT):]
         try:
+            refused = _refusal(request, rest)
+            if refused is not None:
+                return refused
             if request.method == "GET" and rest in ("/studies", "/series", "/instances"):
                 return self._search(request, rest)
-            if request.method == "POST" and rest.startswith("/studies"):
-                return self._stow(request, rest)
+            if request.method == "POST" and (study := stow.study_in_path(rest)) is not None:
+                return stow.answer(self._host, request, study, public_base(request))
             path = parse(rest)
             if request.method == "GET" and path is not None:
                 answer = self.retrieve.handle(request, path) if self.retrieve is not None else None
@@ -140,12 +164,7 @@ class DicomWebFront:
     def _public_urls(self, request: Request, body: bytes) -> bytes:
         # The DICOMweb plugin writes RetrieveURL / BulkDataURI for the root it is mounted on
         # and, on internal calls, for a host it guesses: point them at what the caller used.
-        headers = request.headers
-        host = headers.get("x-forwarded-host") or headers.get("host") or "localhost"
-        scheme = headers.get("x-forwarded-proto") or "http"
-        if not _SAFE_HOST.match(host) or scheme not in ("http", "https"):
-            host, scheme = "localhost", "http"
-        return _INTERNAL_URL.sub(f"{scheme}://{host}{PUBLIC_ROOT}/".encode(), body)
+        return _INTERNAL_URL.sub((public_base(request) + "/").encode(), body)
 
     # -- WADO-RS --------------------------------------------------------------------------
 
@@ -154,6 +173,8 @@ class DicomWebFront:
         action = path.action
         if action == "metadata" and not query:
             return self._metadata(request, path)
+        if action in ("rendered", "thumbnail") and rendered_media_type(request.headers.get("accept")) == PNG:
+            return self._rendered_png(path, query)
         body = self._internal_get(path.resource + path.tail, query)
         if action in ("metadata", "search"):
             return self._json_answer(request, body)
@@ -162,6 +183,31 @@ class DicomWebFront:
         if action in ("rendered", "thumbnail"):
             return Response(200, body, _sniff_image(body))
         return Response(200, body, _multipart_type(body, "application/dicom"))
+
+    def _rendered_png(self, path: DicomWebPath, query: dict[str, str]) -> Response:
+        """PNG rendering. The DICOMweb plugin picks PNG from the Accept header only, which an
+        internal call cannot carry; without rendering parameters it answers Orthanc's own
+        ``/instances/{id}/frames/{n-1}/rendered`` (PNG when no Accept is sent), so that is
+        asked directly, for the instance DICOMweb 1.24 would choose (first Orthanc id of the
+        series or study). viewport and window map to Orthanc's width/height and
+        window-center/window-width; quality does not apply to PNG."""
+        if path.instance:
+            instance_id = self._host.lookup_instance(path.instance)
+        elif path.series:
+            series_id = self._host.lookup_series(path.series)
+            ids = self._host.rest_get_json(f"/series/{series_id}").get("Instances", []) if series_id else []
+            instance_id = min(ids) if ids else None
+        else:
+            study_id = self._host.lookup_study(path.study)
+            items = self._host.rest_get_json(f"/studies/{study_id}/instances") if study_id else []
+            instance_id = min((str(i["ID"]) for i in items), default=None)
+        if instance_id is None:
+            raise HttpError(404, "no such resource")
+        frame = path.frames[0] if path.frames else 1
+        uri = f"/instances/{instance_id}/frames/{frame - 1}/rendered"
+        core = core_rendering_query(query)
+        body = self._host.rest_get(uri + ("?" + internal_query(core) if core else ""))
+        return Response(200, body, PNG)
 
     def _metadata(self, request: Request, path: DicomWebPath) -> Response:
         # Generating metadata is the DICOMweb plugin's heaviest read: answers are cached per
@@ -173,7 +219,7 @@ class DicomWebFront:
         last_update = self._host.rest_get_json(f"/studies/{study_id}").get("LastUpdate", "")
         version = f"{last_update}|{self.generation}"
         rest = path.resource + path.tail
-        key = (rest, request.headers.get("x-forwarded-host") or request.headers.get("host", ""))
+        key = (rest, public_base(request))  # the URLs inside name the caller's scheme and host
         body = self.metadata_cache.get(key, version)
         if body is None:
             body = self._public_urls(request, self._internal_get(rest, {}))
@@ -183,69 +229,13 @@ class DicomWebFront:
         return Response(200, body, DICOM_JSON)
 
     def _forward_admin(self, request: Request, rest: str) -> Response:
+        """Any other request (``/servers...``): the DICOMweb plugin's own route, same method,
+        query and body, its status and body answered (dicomweb_admin)."""
         identity = caller(self._gate, request)
         if not identity.is_admin:  # the filter already refused; this is belt and braces
             raise HttpError(403, "admin only")
-        uri = INTERNAL_ROOT + rest
-        if request.method == "DELETE":
-            self._host.rest_delete(uri)
-            return Response(200, b"{}", "application/json")
-        if request.method == "PUT":
-            return Response(200, self._host.rest_put(uri, request.body), "application/json")
-        return Response(200, self._host.rest_post(uri, request.body, after_plugins=True), "application/json")
-
-    # -- STOW-RS --------------------------------------------------------------------------
-
-    def _stow(self, request: Request, rest: str) -> Response:
-        """Store each part through Orthanc's core (the internal call cannot carry the
-        multipart Content-Type header the DICOMweb plugin would need)."""
-        content_type = request.headers.get("content-type", "")
-        if not content_type.lower().startswith("multipart/related"):
-            raise HttpError(415, 'STOW-RS needs Content-Type: multipart/related; type="application/dicom"')
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + request.body
-        )
-        if not message.is_multipart():
-            raise HttpError(400, "the multipart body could not be parsed")
-        study_in_path = rest.removeprefix("/studies").removeprefix("/")
-        stored: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for part in message.iter_parts():
-            payload = part.get_payload(decode=True)
-            if not isinstance(payload, bytes) or part.get_content_type() != "application/dicom":
-                failed.append({"00081197": {"vr": "US", "Value": [0xC000]}})
-                continue
-            try:
-                answer = json.loads(self._host.rest_post("/instances", payload))
-            except OrthancCallError:
-                failed.append({"00081197": {"vr": "US", "Value": [0xC000]}})
-                continue
-            tags = self._host.rest_get_json(f"/instances/{answer['ID']}/simplified-tags")
-            if study_in_path and tags.get("StudyInstanceUID") != study_in_path:
-                # PS3.18: instances of another study are refused when a study is named.
-                self._host.rest_delete(f"/instances/{answer['ID']}") if answer.get("Status") == "Success" else None
-                failed.append(_sop_ref(tags, 0xA900))
-                continue
-            stored.append({**_sop_ref(tags), "00081190": {"vr": "UR", "Value": [
-                f"{PUBLIC_ROOT}/studies/{tags['StudyInstanceUID']}/series/{tags['SeriesInstanceUID']}"
-                f"/instances/{tags['SOPInstanceUID']}"]}})
-        body: dict[str, Any] = {}
-        if stored:
-            body["00081199"] = {"vr": "SQ", "Value": stored}
-        if failed:
-            body["00081198"] = {"vr": "SQ", "Value": failed}
-        status = 200 if stored and not failed else (202 if stored else 409)
-        return Response(status, json.dumps(body).encode(), DICOM_JSON)
-
-
-def _sop_ref(tags: dict[str, Any], failure: int | None = None) -> dict[str, Any]:
-    ref: dict[str, Any] = {
-        "00081150": {"vr": "UI", "Value": [tags.get("SOPClassUID", "")]},
-        "00081155": {"vr": "UI", "Value": [tags.get("SOPInstanceUID", "")]},
-    }
-    if failure is not None:
-        ref["00081197"] = {"vr": "US", "Value": [failure]}
-    return ref
+        query = {k: v for k, v in request.query.items() if k != "token"}
+        return dicomweb_admin.forward(self._host, request, rest, internal_query(query))
 
 
 def internal_query(query: dict[str, str]) -> str:

@@ -20,3 +20,4 @@ class OrthancCallError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+        self.message = message  # Orthanc's error name (orthanc.ErrorCode), e.g. "INEXISTENT_ITEM"

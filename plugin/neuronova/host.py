@@ -25,11 +25,16 @@ class Host(Protocol):
     def rest_post(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
         """POST to an Orthanc REST route."""
 
-    def rest_put(self, uri: str, body: bytes) -> bytes:
-        """PUT to an Orthanc REST route."""
+    def rest_put(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
+        """PUT to an Orthanc REST route (``after_plugins``: plugin routes too, e.g. DICOMweb's)."""
 
-    def rest_delete(self, uri: str) -> None:
-        """DELETE an Orthanc REST route."""
+    def rest_delete(self, uri: str, after_plugins: bool = False) -> None:
+        """DELETE an Orthanc REST route (``after_plugins``: plugin routes too)."""
+
+    def parse_dicom(self, dicom: bytes) -> dict[str, Any] | None:
+        """The tags of a DICOM file as Orthanc parses it, without storing it, in Orthanc's
+        "short" DICOM-to-JSON format (keys ``"0020,000d"``, lower-case hex; strings for text
+        values, lists of objects for sequences), or None when Orthanc cannot parse the file."""
 
     def lookup_study(self, study_uid: str) -> str | None:
         """Orthanc identifier of the study with this StudyInstanceUID, or None."""

@@ -35,6 +35,7 @@ _STATUS_BY_ERROR = {
     "UNAUTHORIZED": 401,
     "FORBIDDEN_ACCESS": 403,
     "NOT_IMPLEMENTED": 501,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
 }
 
 
@@ -88,17 +89,33 @@ class OrthancHost:
         except orthanc.OrthancException as exc:
             raise _call_error(exc) from exc
 
-    def rest_put(self, uri: str, body: bytes) -> bytes:
+    def rest_put(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
         try:
+            if after_plugins:
+                return bytes(orthanc.RestApiPutAfterPlugins(uri, body))
             return bytes(orthanc.RestApiPut(uri, body))
         except orthanc.OrthancException as exc:
             raise _call_error(exc) from exc
 
-    def rest_delete(self, uri: str) -> None:
+    def rest_delete(self, uri: str, after_plugins: bool = False) -> None:
         try:
-            orthanc.RestApiDelete(uri)
+            if after_plugins:
+                orthanc.RestApiDeleteAfterPlugins(uri)
+            else:
+                orthanc.RestApiDelete(uri)
         except orthanc.OrthancException as exc:
             raise _call_error(exc) from exc
+
+    def parse_dicom(self, dicom: bytes) -> dict[str, Any] | None:
+        # What the DICOMweb plugin's STOW-RS does (OrthancPluginDicomBufferToJson, short
+        # format, strings cut at 256 characters): the same parser decides what is DICOM.
+        try:
+            text = orthanc.DicomBufferToJson(dicom, orthanc.DicomToJsonFormat.SHORT,
+                                             orthanc.DicomToJsonFlags.NONE, 256)
+        except orthanc.OrthancException:
+            return None
+        parsed = json.loads(text) if text else None
+        return parsed if isinstance(parsed, dict) else None
 
     @staticmethod
     def _lookup(function: Any, uid: str) -> str | None:

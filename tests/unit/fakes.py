@@ -25,10 +25,13 @@ class RecordingHost:
         self.metrics: dict[str, float] = {}
         self.audit_log: list[tuple[str, str, str, str, bytes]] = []
 
-    def rest_put(self, uri: str, body: bytes) -> bytes:
+    def rest_put(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
         raise NotImplementedError
 
-    def rest_delete(self, uri: str) -> None:
+    def rest_delete(self, uri: str, after_plugins: bool = False) -> None:
+        raise NotImplementedError
+
+    def parse_dicom(self, dicom: bytes) -> dict[str, Any] | None:
         raise NotImplementedError
 
     def set_metric(self, name: str, value: float) -> None:

@@ -138,6 +138,21 @@ def negotiate_instance(accept: str | None, available: Available) -> Choice:
     return _best(accept, available, lambda r: _instance_options(r, available), what="instance")
 
 
+def instance_refusal_status(accept: str | None) -> int:
+    """The status of a refused instance retrieval: 400, as DICOMweb 1.24 answers, when no
+    range of ``accept`` names a DICOM instance in a transfer syntax DICOM defines (another
+    media type, or an unknown ``transfer-syntax`` UID); 406 when one does but that
+    representation cannot be produced here."""
+    known = syntaxes.NATIVE | set(syntaxes.MEDIA_TYPE_OF_SYNTAX) | {"*"}
+    for media_range in parse_accept(accept):
+        if media_range.q <= 0:
+            continue
+        inner = media_range.params.get("type", DICOM) if media_range.media_type == MULTIPART else media_range.media_type
+        if inner in (DICOM, "*/*") and media_range.params.get("transfer-syntax", "*") in known:
+            return 406
+    return 400
+
+
 def _best(
     accept: str | None,
     available: Available,

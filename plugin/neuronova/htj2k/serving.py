@@ -16,8 +16,17 @@ from ..errors import HttpError
 from ..host import Host
 from ..http import Request, Response
 from ..multipart import Part, build
+from ..public_url import public_base
 from . import syntaxes
-from .negotiation import Available, Choice, Representation, negotiate_frames, negotiate_instance
+from .negotiation import (
+    Available,
+    Choice,
+    NotAcceptable,
+    Representation,
+    instance_refusal_status,
+    negotiate_frames,
+    negotiate_instance,
+)
 from .pixels import NativeFrames, native_frames
 from .service import Htj2kService, StoredRendition
 
@@ -37,14 +46,15 @@ class Htj2kRetriever:
 
     def handle(self, request: Request, path: DicomWebPath) -> Response | None:
         if path.action == "frames":
-            return self._frames(request, path.instance, path.frames)
+            return self._frames(request, path)
         if path.action == "retrieve":
             return self._instances(request, path.study, path.series, path.instance)
         return None
 
     # -- frames ---------------------------------------------------------------------------
 
-    def _frames(self, request: Request, sop_uid: str, numbers: tuple[int, ...]) -> Response:
+    def _frames(self, request: Request, path: DicomWebPath) -> Response:
+        sop_uid, numbers = path.instance, path.frames
         if not numbers or len(numbers) > MAX_FRAMES_PER_REQUEST or min(numbers) < 1:
             raise HttpError(400, "frame numbers start at 1")
         instance_id = self._host.lookup_instance(sop_uid)
@@ -61,7 +71,10 @@ class Htj2kRetriever:
         payloads = [self._frame(instance_id, choice, rendition, n) for n in numbers]
         if not choice.multipart:
             return Response(200, payloads[0], choice.part_content_type)
-        body, content_type = build([Part(choice.part_content_type, p) for p in payloads], choice.media_type)
+        # Part headers as DICOMweb 1.24 writes them: each frame's own public URL, its length.
+        location = public_base(request) + path.resource + "/frames/"
+        body, content_type = build([Part(choice.part_content_type, p, _part_headers(p, location + str(n)))
+                                    for n, p in zip(numbers, payloads, strict=True)], choice.media_type)
         return Response(200, body, content_type)
 
     def _frame(self, instance_id: str, choice: Choice, rendition: StoredRendition | None, number: int) -> bytes:
@@ -124,7 +137,10 @@ class Htj2kRetriever:
         for instance_id in ids:
             rendition = self._service.rendition(instance_id)
             original_ts = self._transfer_syntax(instance_id)
-            choice = negotiate_instance(accept, Available(original_ts, rendition is not None, can_uncompress=True))
+            try:
+                choice = negotiate_instance(accept, Available(original_ts, rendition is not None, can_uncompress=True))
+            except NotAcceptable as exc:
+                raise HttpError(instance_refusal_status(accept), exc.message) from exc
             if choice.representation is Representation.HTJ2K:
                 assert rendition is not None
                 payload = rendition.data
@@ -132,11 +148,17 @@ class Htj2kRetriever:
                 payload = self._service.original(instance_id)
             else:
                 payload = _uncompressed_instance(self._service.original(instance_id))
-            parts.append(Part(choice.part_content_type, payload))
+            parts.append(Part(choice.part_content_type, payload, _part_headers(payload)))
             if not choice.multipart:
                 return Response(200, payload, choice.part_content_type)
         body, content_type = build(parts, "application/dicom")
         return Response(200, body, content_type)
+
+
+def _part_headers(payload: bytes | bytearray | memoryview, location: str = "") -> dict[str, str]:
+    headers = {"Content-Location": location} if location else {}
+    headers.update({"Content-Length": str(len(payload)), "MIME-Version": "1.0"})
+    return headers
 
 
 def _original_frame(original: bytes, number: int) -> bytes:
