@@ -18,7 +18,7 @@ from .ai.api import AiApi
 from .ai.service import AiService, node_identity
 from .audit import AuditEvent, AuditWriter
 from .dicom_json import tag_value, uid_attribute
-from .dicomweb import DicomWebFront
+from .dicomweb.front import DicomWebFront
 from .gate import Gate
 from .gate import settings as gate_settings
 from .gate.api import GateApi

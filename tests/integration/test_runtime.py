@@ -22,7 +22,17 @@ JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 
 
-def _upload(world: World, name: str, expected_syntax: str) -> tuple[str, str, str, str]:
+@pytest.fixture
+def stored(world: World) -> Iterator[list[str]]:
+    """Orthanc ids of the instances a test stores in the shared world: deleted afterwards, so
+    other modules' exact search answers stay as they were."""
+    ids: list[str] = []
+    yield ids
+    for orthanc_id in ids:
+        requests.delete(f"{world.base}/instances/{orthanc_id}", auth=world.server.admin, timeout=30)
+
+
+def _upload(world: World, stored: list[str], name: str, expected_syntax: str) -> tuple[str, str, str, str]:
     """Store a pydicom test file with fresh UIDs; (orthanc id, study, series, sop uid)."""
     path = get_testdata_file(name)
     assert path is not None, name
@@ -35,6 +45,7 @@ def _upload(world: World, name: str, expected_syntax: str) -> tuple[str, str, st
     ds.save_as(buffer, enforce_file_format=True)
     answer = requests.post(world.base + "/instances", data=buffer.getvalue(), auth=world.server.admin, timeout=30)
     assert answer.status_code == 200, answer.text
+    stored.append(answer.json()["ID"])
     return answer.json()["ID"], str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
 
 
@@ -48,10 +59,10 @@ def test_versions_are_the_forky_runtime(world: World) -> None:
     assert plugins["gdcm"] == "1.8"
 
 
-def test_jpeg_baseline_retrieve_as_dicom_does_not_kill_orthanc(world: World) -> None:
+def test_jpeg_baseline_retrieve_as_dicom_does_not_kill_orthanc(world: World, stored: list[str]) -> None:
     """GDCM 1.8 loaded unrestricted crashes Orthanc 1.13.0 on this request (stack overflow
     in libgdcm); restricted to JPEG 2000, DCMTK handles JPEG baseline."""
-    orthanc_id, study, series, sop = _upload(world, "SC_rgb_jpeg_dcmtk.dcm", JPEG_BASELINE)
+    orthanc_id, study, series, sop = _upload(world, stored, "SC_rgb_jpeg_dcmtk.dcm", JPEG_BASELINE)
     url = f"/dicom-web/studies/{study}/series/{series}/instances/{sop}"
     answer = world.admin_get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("multipart/related")
@@ -66,11 +77,11 @@ def test_jpeg_baseline_retrieve_as_dicom_does_not_kill_orthanc(world: World) -> 
     assert world.get("/neuronova/health").status_code == 200
 
 
-def test_jpeg2000_originals_preview_and_render_through_gdcm(world: World) -> None:
+def test_jpeg2000_originals_preview_and_render_through_gdcm(world: World, stored: list[str]) -> None:
     """GDCM decodes on Orthanc's HTTP threads, whose stacks Debian's civetweb fixes at 100 KiB:
     /rendered through the plugin's route overflowed them (SIGSEGV) until the stack floor
     (scripts/lib/stack-floor.c) was preloaded."""
-    orthanc_id, study, series, sop = _upload(world, "US1_J2KR.dcm", JPEG2000_LOSSLESS)
+    orthanc_id, study, series, sop = _upload(world, stored, "US1_J2KR.dcm", JPEG2000_LOSSLESS)
     preview = world.admin_get(f"/instances/{orthanc_id}/preview")
     assert preview.status_code == 200 and preview.content.startswith(b"\x89PNG")
     rendered = world.admin_get(f"/dicom-web/studies/{study}/series/{series}/instances/{sop}/rendered")

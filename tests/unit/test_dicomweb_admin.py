@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from neuronova import dicomweb_admin
+from neuronova.dicomweb import admin as dicomweb_admin
 from neuronova.errors import OrthancCallError
 from neuronova.http import Request
 

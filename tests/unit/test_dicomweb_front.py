@@ -1,4 +1,4 @@
-from neuronova.dicomweb import _narrow
+from neuronova.dicomweb.front import _narrow
 from neuronova.gate.policy import Visibility
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from neuronova.dicomweb import _refusal
-from neuronova.dicomweb_rules import allowed_methods, core_rendering_query, json_accepted, rendered_media_type
+from neuronova.dicomweb.front import _refusal
+from neuronova.dicomweb.rules import allowed_methods, core_rendering_query, json_accepted, rendered_media_type
 from neuronova.errors import HttpError
 from neuronova.htj2k.negotiation import instance_refusal_status
 from neuronova.http import Request

@@ -5,10 +5,11 @@ from types import ModuleType
 
 import pytest
 
-from neuronova import caches, dicom_json, dicomweb_admin, dicomweb_paths, dicomweb_rules, public_url
+from neuronova import caches, dicom_json
+from neuronova.dicomweb import admin, paths, rules, urls
 
 
-@pytest.mark.parametrize("module", [caches, dicom_json, dicomweb_admin, dicomweb_paths, dicomweb_rules, public_url],
+@pytest.mark.parametrize("module", [caches, dicom_json, admin, paths, rules, urls],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)

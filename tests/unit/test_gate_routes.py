@@ -54,7 +54,7 @@ def test_ohif_static_files_are_public_with_a_strict_prefix() -> None:
 
 
 def test_one_path_parser_for_every_dicomweb_resource() -> None:
-    from neuronova.dicomweb_paths import parse
+    from neuronova.dicomweb.paths import parse
 
     frames = parse("/studies/1.2/series/3/instances/4.5/frames/3,1,3")
     assert frames is not None and frames.frames == (3, 1, 3) and frames.action == "frames"

@@ -2,8 +2,8 @@
 
 import pytest
 
+from neuronova.dicomweb.urls import public_base
 from neuronova.http import Request
-from neuronova.public_url import public_base
 
 HOST = {"host": "127.0.0.1:8042"}
 

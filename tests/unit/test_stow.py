@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from neuronova import stow
+from neuronova.dicomweb import stow
 from neuronova.errors import HttpError, OrthancCallError
 from neuronova.http import Request
 from neuronova.multipart import Part, build

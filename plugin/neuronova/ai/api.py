@@ -14,7 +14,7 @@ Every call is audited (DICOM "Application Activity", 110100; denials as security
 from __future__ import annotations
 
 from ..audit import ALLOW, DENY
-from ..dicomweb_paths import UID_RE
+from ..dicomweb.paths import UID_RE
 from ..errors import HttpError
 from ..gate import Gate
 from ..gate.api import caller

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 from .. import audit as audit_log
 from ..audit import ALLOW, DENY
-from ..dicomweb_paths import UID, UID_RE
+from ..dicomweb.paths import UID, UID_RE
 from ..errors import HttpError
 from ..http import Request, Response, json_response
 from ..router import Router

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .. import dicomweb_paths as paths
+from ..dicomweb import paths
 from ..viewer.settings import PREFIX as VIEWER_PREFIX
 
 

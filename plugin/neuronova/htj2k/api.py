@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..dicomweb_paths import UID
+from ..dicomweb.paths import UID
 from ..errors import HttpError
 from ..gate import Gate
 from ..gate.api import require_admin

@@ -11,12 +11,12 @@ import io
 from typing import Any
 
 from ..caches import Cache
-from ..dicomweb_paths import DicomWebPath
+from ..dicomweb.paths import DicomWebPath
+from ..dicomweb.urls import public_base
 from ..errors import HttpError
 from ..host import Host
 from ..http import Request, Response
 from ..multipart import Part, build
-from ..public_url import public_base
 from . import syntaxes
 from .negotiation import (
     Available,

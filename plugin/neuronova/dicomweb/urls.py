@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from typing import Protocol
 
-from .dicomweb_paths import PUBLIC_ROOT
+from .paths import PUBLIC_ROOT
 
 __all__ = ["forwarded_origin", "public_base", "public_origin"]
 

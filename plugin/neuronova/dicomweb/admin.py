@@ -16,10 +16,10 @@ import json
 import re
 from http import HTTPStatus
 
-from .dicomweb_paths import INTERNAL_ROOT
-from .errors import HttpError, OrthancCallError
-from .host import Host
-from .http import Request, Response
+from ..errors import HttpError, OrthancCallError
+from ..host import Host
+from ..http import Request, Response
+from .paths import INTERNAL_ROOT
 
 __all__ = ["allowed_methods", "call", "content_type", "error_answer", "forward"]
 

@@ -34,11 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import multipart
-from .dicomweb_paths import UID_RE
-from .errors import HttpError, OrthancCallError
-from .host import Host
-from .http import Request, Response
+from .. import multipart
+from ..errors import HttpError, OrthancCallError
+from ..host import Host
+from ..http import Request, Response
+from .paths import UID_RE
 
 DICOM_JSON = "application/dicom+json"
 

@@ -5,7 +5,7 @@ Orthanc's DICOMweb plugin is mounted at an internal root that the gate closes to
 has already passed the gate's filter; here it is answered from the internal root:
 searches narrowed to the studies the caller may see (``limit``/``offset`` applied after
 filtering), study-scoped reads forwarded, STOW-RS stored instance by instance (stow.py),
-admin requests such as ``/servers`` forwarded (dicomweb_admin.py). Frame and
+admin requests such as ``/servers`` forwarded (admin.py). Frame and
 instance retrieval can be taken over by a ``RetrieveHandler`` (the HTJ2K package).
 """
 
@@ -18,18 +18,18 @@ from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
 
-from . import dicomweb_admin, stow
-from .caches import Cache
-from .dicom_json import tag_value
-from .dicomweb_paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
-from .dicomweb_rules import PNG, allowed_methods, core_rendering_query, json_accepted, rendered_media_type
-from .errors import HttpError, OrthancCallError
-from .gate import Gate
-from .gate.api import caller
-from .gate.policy import Visibility
-from .host import Host
-from .http import Request, Response, error_response
-from .public_url import public_base
+from ..caches import Cache
+from ..dicom_json import tag_value
+from ..errors import HttpError, OrthancCallError
+from ..gate import Gate
+from ..gate.api import caller
+from ..gate.policy import Visibility
+from ..host import Host
+from ..http import Request, Response, error_response
+from . import admin, stow
+from .paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
+from .rules import PNG, allowed_methods, core_rendering_query, json_accepted, rendered_media_type
+from .urls import public_base
 
 DICOM_JSON = "application/dicom+json"
 _INTERNAL_URL = re.compile(rb"https?://[^/\"\s]+" + re.escape(INTERNAL_ROOT.encode()) + rb"/")
@@ -230,12 +230,12 @@ class DicomWebFront:
 
     def _forward_admin(self, request: Request, rest: str) -> Response:
         """Any other request (``/servers...``): the DICOMweb plugin's own route, same method,
-        query and body, its status and body answered (dicomweb_admin)."""
+        query and body, its status and body answered (admin.py)."""
         identity = caller(self._gate, request)
         if not identity.is_admin:  # the filter already refused; this is belt and braces
             raise HttpError(403, "admin only")
         query = {k: v for k, v in request.query.items() if k != "token"}
-        return dicomweb_admin.forward(self._host, request, rest, internal_query(query))
+        return admin.forward(self._host, request, rest, internal_query(query))
 
 
 def internal_query(query: dict[str, str]) -> str:

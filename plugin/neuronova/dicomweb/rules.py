@@ -15,9 +15,9 @@ True
 
 from __future__ import annotations
 
-from .dicomweb_paths import parse
-from .errors import HttpError
-from .htj2k.negotiation import parse_accept
+from ..errors import HttpError
+from ..htj2k.negotiation import parse_accept
+from .paths import parse
 
 __all__ = ["allowed_methods", "core_rendering_query", "json_accepted", "rendered_media_type"]
 
