@@ -106,3 +106,13 @@ def test_remote_access_starts_with_the_gate_as_the_authentication(remote_server:
     assert health.status_code == 200 and health.json()["gate"] == "armed"
     assert requests.get(remote_server + "/system", timeout=10).status_code == 403
     assert requests.get(remote_server + "/system", auth=("admin", ADMIN_PASSWORD), timeout=10).status_code == 200
+
+
+def test_orthanc_stops_cleanly(tmp_path: Path) -> None:
+    """orthanc-python 7.1 releases its callbacks at shutdown; when that freed the App, Orthanc
+    died with SIGSEGV in _Py_Dealloc every time it stopped (the bridge now keeps them)."""
+    server = start_orthanc(tmp_path, env={"NEURONOVA_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    assert requests.get(server.base + "/neuronova/health", timeout=10).status_code == 200
+    server.stop()
+    assert server.process.returncode == 0, f"exit {server.process.returncode}:\n{server.log()[-2000:]}"
+    assert "Orthanc has stopped" in server.log()
