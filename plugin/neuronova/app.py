@@ -17,12 +17,16 @@ from .ai import settings as ai_settings
 from .ai.api import AiApi
 from .ai.service import AiService, node_identity
 from .audit import AuditEvent, AuditWriter
+from .audit import parse_settings as parse_audit_settings
 from .dicom_json import tag_value, uid_attribute
+from .dicom_network import DicomNetworkApi, DicomNetworkAudit
 from .dicomweb.front import DicomWebFront
 from .gate import Gate
 from .gate import settings as gate_settings
 from .gate.api import GateApi
-from .host import Host
+from .gate.collisions import CollisionGuard
+from .gate.quarantine_api import QuarantineApi
+from .host import Host, StoredInstance
 from .htj2k import settings as htj2k_settings
 from .htj2k.api import Htj2kApi
 from .htj2k.service import Htj2kService
@@ -30,6 +34,7 @@ from .htj2k.serving import Htj2kRetriever
 from .htj2k.syntaxes import RENDITION_TRANSFER_SYNTAX
 from .http import Request, Response, json_response
 from .router import Router
+from .scope import Scope
 from .store import open_database
 from .viewer import settings as viewer_settings
 from .viewer.service import ViewerService
@@ -47,16 +52,26 @@ class App:
         self.settings = config.load(orthanc_config)
         gate_config = gate_settings.parse(self.settings.gate)
         self.db = open_database(self.settings.database_url)
-        self.audit = AuditWriter(self.db, on_error=host.log_error, mirror=self._to_orthanc_audit_log)
-        self.gate = Gate(gate_config, host, self.db, self.audit)
+        audit_config = parse_audit_settings(config.section(config.section(orthanc_config, config.SECTION), "Audit"))
+        self.audit = AuditWriter(self.db, on_error=host.log_error, mirror=self._to_orthanc_audit_log,
+                                 settings=audit_config)
+        # The gate classifies /neuronova/ requests by the router's table (filled below).
         self.router = Router()
-        self.router.add("GET", HEALTH, self.health)
+        self.gate = Gate(gate_config, host, self.db, self.audit, routes=self.router)
+        self.router.add("GET", HEALTH, self.health, scope=Scope.PUBLIC)
         GateApi(self.gate, self.db).register(self.router)
         # -- HTJ2K: renditions encoded on ingest, served by the DICOMweb front
         self.htj2k = Htj2kService(htj2k_settings.parse(self.settings.htj2k), host, self.db)
         Htj2kApi(self.gate, self.htj2k).register(self.router)
         self.dicomweb = DicomWebFront(host, self.gate, retrieve=Htj2kRetriever(host, self.htj2k),
                                       annotate_metadata=self._advertise_htj2k)
+        # -- Patients never mix: collisions detected on arrival, quarantined, hidden (issue 9.4)
+        self.collisions = CollisionGuard(host, self.db, self.gate)
+        QuarantineApi(self.gate, self.collisions).register(self.router)
+        self.dicomweb.hidden_studies = self.collisions.hidden_studies
+        # -- DICOM network audit (issue 9.5)
+        self.dicom_network = DicomNetworkAudit(self.audit)
+        DicomNetworkApi(self.dicom_network).register(self.router)  # C-FIND, C-MOVE: dicom_audit.lua
         # -- Viewer: OHIF same-origin under /ohif (generated app-config.js), Explorer additions
         self.viewer = ViewerService(
             viewer_settings.parse(config.section(config.section(orthanc_config, config.SECTION), "Viewer")), host)
@@ -76,7 +91,15 @@ class App:
 
     def allow_request(self, uri: str, method_code: int, ip: str, headers: Mapping[str, str],
                       query: Mapping[str, str]) -> bool:
-        return self.gate.allow_request(uri, method_code, ip, headers, query)
+        return (self.gate.allow_request(uri, method_code, ip, headers, query)
+                and self.collisions.allow_request(uri, method_code, ip, headers, query))
+
+    def on_received_instance(self, dicom: bytes, origin: str) -> None:
+        """An instance is about to be stored (any origin): patient collisions are recorded."""
+        self.collisions.check(dicom, origin)
+
+    def on_stored_instance(self, instance: StoredInstance) -> None:
+        self.dicom_network.stored(instance)
 
     def handle_neuronova(self, request: Request) -> Response:
         return self.router.dispatch(request)
@@ -92,17 +115,22 @@ class App:
 
     def health(self, _request: Request) -> Response:
         problems = [s.last_error for s in self.gate.verifier.jwks_sources if s.last_error]
+        audit_problem = self.audit.problem()
+        if audit_problem:
+            problems.append(audit_problem)
+        # 503 while access fails closed for want of an audit trail: a balancer takes the node out.
+        failing = bool(audit_problem) and self.audit.fail_closed
         return json_response({
-            "status": "ok",
+            "status": "degraded" if failing else "ok",
             "version": __version__,
             "gate": "armed",
             "store": self.db.engine.dialect.name,
-            "audit": {"written": self.audit.written, "pending": self.audit.pending(), "failed": self.audit.failures},
+            "audit": self.audit.health(),
             "warnings": problems,
             "viewer": self.viewer.health(),
             "ai": self.ai.health(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
-        })
+        }, 503 if failing else 200)
 
     def _advertise_htj2k(self, metadata: bytes) -> bytes:
         """Add Available Transfer Syntax UID (0008,3002) to instances that have a rendition."""
@@ -122,7 +150,9 @@ class App:
         elif change == "DELETED" and level == "INSTANCE":
             self.htj2k.forget(resource_id)
         if change in ("STABLE_STUDY", "NEW_STUDY", "DELETED"):
-            self.gate.studies.invalidate()
+            self.gate.studies.invalidate(hierarchy=change == "DELETED")
+        if change == "DELETED":
+            self.collisions.forget()
         self.ai.on_change(change, level, resource_id)  # AI: enqueues only (in memory)
 
     def stop(self) -> None:

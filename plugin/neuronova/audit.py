@@ -1,8 +1,19 @@
 """Audit trail: one event per decision on a study and per denial anywhere.
 
-Events go through a bounded queue to one writer thread that inserts them in batches. When
-the queue is full, callers wait (``put`` blocks): the audit slows requests down rather than
-dropping an event. ``close()`` flushes what is queued; it runs when Orthanc stops.
+Events go through a bounded queue to one writer thread that inserts them in batches, and
+that purges old events (``NeuroNova.Audit``: by age and by count) in the background.
+
+Nothing is dropped silently and no request thread waits long:
+
+- a write that fails is retried until it succeeds (backing off to 5 s); meanwhile
+  :meth:`AuditWriter.problem` says why, and, with ``FailClosed`` (the default), the gate
+  denies every access it would have to record (docs/security.md);
+- when the queue is full, ``record`` waits at most ``EnqueueWaitSeconds`` and returns False;
+  the event is counted, logged, reported by /neuronova/health and summed up in an event of
+  its own once the store takes writes again. With ``FailClosed`` an allowed access whose
+  event could not be queued is denied, so only denials are ever summed up this way.
+
+``close()`` flushes what is queued; it runs when Orthanc stops.
 """
 
 from __future__ import annotations
@@ -11,13 +22,15 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select
 
+from .config import option
+from .errors import ConfigError
 from .store import Database
 from .store.schema import audit_events
 
@@ -44,6 +57,40 @@ class AuditEvent:
         return row
 
 
+@dataclass(frozen=True)
+class AuditSettings:
+    """``NeuroNova.Audit``."""
+
+    retention_days: float = 2190.0  # six years, the usual span for health-record audit trails
+    max_events: int = 20_000_000  # about 6 GB of SQLite; the oldest go first beyond it
+    purge_interval_seconds: float = 600.0
+    fail_closed: bool = True
+    capacity: int = 10000
+    enqueue_wait_seconds: float = 0.1
+
+
+DEFAULT_AUDIT = AuditSettings()
+
+
+def parse_settings(raw: Mapping[str, Any]) -> AuditSettings:
+    d = DEFAULT_AUDIT
+    settings = AuditSettings(
+        retention_days=option(raw, "RetentionDays", float, d.retention_days),
+        max_events=option(raw, "MaxEvents", int, d.max_events),
+        purge_interval_seconds=option(raw, "PurgeIntervalSeconds", float, d.purge_interval_seconds),
+        fail_closed=option(raw, "FailClosed", bool, d.fail_closed),
+        capacity=option(raw, "QueueCapacity", int, d.capacity),
+        enqueue_wait_seconds=option(raw, "EnqueueWaitSeconds", float, d.enqueue_wait_seconds),
+    )
+    if settings.retention_days < 0 or settings.max_events < 0:
+        raise ConfigError("Audit.RetentionDays and Audit.MaxEvents must not be negative (0: no bound)")
+    if settings.purge_interval_seconds <= 0 or settings.capacity < 1:
+        raise ConfigError("Audit.PurgeIntervalSeconds and Audit.QueueCapacity must be positive")
+    if not 0 <= settings.enqueue_wait_seconds <= 5:
+        raise ConfigError("Audit.EnqueueWaitSeconds must be between 0 and 5")
+    return settings
+
+
 def iso_utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -61,37 +108,90 @@ def parse_time(text: str) -> float:
 
 
 _STOP = object()
+_PURGE_CHUNK = 10000  # rows per DELETE: the writer pauses for one chunk at a time
+_PURGE_CHUNKS_PER_PASS = 50
 
 
 class AuditWriter:
     """``mirror``, when given, also receives every written event (on the writer thread, never
     on a request's): the App hands them to Orthanc's own audit log."""
 
-    def __init__(self, db: Database, capacity: int = 10000, batch: int = 500, on_error: Any = None,
-                 gather_seconds: float = 0.05, mirror: Callable[[AuditEvent], None] | None = None) -> None:
+    def __init__(self, db: Database, capacity: int | None = None, batch: int = 500, on_error: Any = None,
+                 gather_seconds: float = 0.05, mirror: Callable[[AuditEvent], None] | None = None,
+                 settings: AuditSettings = DEFAULT_AUDIT, clock: Callable[[], float] = time.time) -> None:
         self._db = db
+        self.settings = settings
         self._mirror = mirror
         self.mirror_failures = 0
         self._gather_seconds = gather_seconds
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=capacity or settings.capacity)
         self._batch = batch
         self._on_error = on_error
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closing = False
+        self._give_up_at = 0.0
         self.written = 0
-        self.failures = 0
+        self.failures = 0  # failed write attempts (each retried)
+        self.lost = 0  # events given up at shutdown because the store never took them
+        self.dropped = 0  # events that found the queue full (summed up in an event when possible)
+        self._dropped_unreported = 0
+        self.purged = 0
+        self.last_error = ""  # why the store cannot be written right now ("" when it can)
+        self._next_purge = clock() + min(60.0, settings.purge_interval_seconds)
         # daemon: a non-daemon thread makes Orthanc hang at shutdown; close() flushes instead.
         self._thread = threading.Thread(target=self._run, name="neuronova-audit", daemon=True)
         self._thread.start()
 
-    def record(self, event: AuditEvent) -> None:
-        self._queue.put(event)  # blocks when full: never drop an audit event
+    def record(self, event: AuditEvent) -> bool:
+        """Queue ``event``; False when the queue stayed full for ``EnqueueWaitSeconds`` (the
+        event is then counted and reported, see the module's doc)."""
+        try:
+            self._queue.put(event, timeout=self.settings.enqueue_wait_seconds)
+            return True
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+                self._dropped_unreported += 1
+                first = self._dropped_unreported == 1
+            if first:
+                self._report("audit queue full: events are being counted instead of written "
+                             "(see /neuronova/health)")
+            return False
 
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def problem(self) -> str:
+        """Why the audit trail is not being kept right now ("" when it is)."""
+        if self.last_error:
+            return f"the audit store cannot be written: {self.last_error}"
+        if self._dropped_unreported:
+            return f"the audit queue is full: {self._dropped_unreported} event(s) not yet written"
+        return ""
+
+    @property
+    def fail_closed(self) -> bool:
+        return self.settings.fail_closed
+
+    def health(self) -> dict[str, Any]:
+        return {"written": self.written, "pending": self.pending(), "failed_attempts": self.failures,
+                "dropped": self.dropped, "lost": self.lost, "purged": self.purged,
+                "status": "failing" if self.problem() else "ok", "problem": self.problem(),
+                "fail_closed": self.fail_closed}
+
+    def _report(self, message: str) -> None:
+        if self._on_error:
+            self._on_error(message)
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=max(0.05, self._next_purge - self._clock()))
+            except queue.Empty:
+                self._purge_if_due()
+                continue
             items = [first]
             # Gather for a short while: one transaction per many events keeps the writer's
             # share of the GIL (which the request threads need) small under load.
@@ -109,25 +209,90 @@ class AuditWriter:
             stopping = any(e is _STOP for e in items)
             if events:
                 self._write(events)
+            self._write_drop_summary()
             for _ in items:
                 self._queue.task_done()
+            self._purge_if_due()
 
     def _write(self, events: list[AuditEvent]) -> None:
+        """Insert until it works: the store's outage shows in problem(); only a shutdown that
+        cannot wait longer gives up, and says how many events it lost."""
         rows = [asdict(e) for e in events]
-        for attempt in range(5):
+        delay = 0.1
+        while True:
             try:
                 with self._db.engine.begin() as connection:
                     connection.execute(insert(audit_events), rows)
-                self.written += len(rows)
-                self._mirror_all(events)
-                return
-            except Exception as exc:  # noqa: BLE001 - retried, then reported
-                if attempt == 4:
-                    self.failures += len(rows)
-                    if self._on_error:
-                        self._on_error(f"audit write failed, {len(rows)} events lost: {exc}")
-                    return
-                time.sleep(0.1 * 2**attempt)
+            except Exception as exc:  # noqa: BLE001 - retried; the outage is reported
+                self.failures += 1
+                message = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if not self.last_error:
+                    self._report(f"audit write failed, retrying (study access is "
+                                 f"{'denied' if self.fail_closed else 'still allowed'} meanwhile): {message}")
+                self.last_error = message
+                if self._closing:
+                    # Orthanc is stopping: 10 s more for the store, then the rest is counted lost.
+                    self._give_up_at = self._give_up_at or time.monotonic() + 10
+                    if time.monotonic() > self._give_up_at:
+                        self.lost += len(rows)
+                        self._report(f"audit store still failing at shutdown: {len(rows)} events lost")
+                        return
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            if self.last_error:
+                self._report("audit writes work again")
+            self.last_error = ""
+            self.written += len(rows)
+            self._mirror_all(events)
+            return
+
+    def _write_drop_summary(self) -> None:
+        with self._lock:
+            count, self._dropped_unreported = self._dropped_unreported, 0
+        if not count:
+            return
+        now = self._clock()
+        # An event in place of those the full queue could not take (a denial flood, or a slow
+        # store): how many, in the same table, as a security alert.
+        self._write([AuditEvent(now, "", "", "", "-", "audit", "", "", "deny",
+                                f"{count} audit event(s) not recorded: the audit queue was full", "110113")])
+
+    def _purge_if_due(self) -> None:
+        now = self._clock()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self.settings.purge_interval_seconds
+        try:
+            if not self.purge(now):
+                self._next_purge = now + 1.0  # more to do: go on soon, a pass at a time
+        except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            self._report(f"audit purge failed: {exc!r}")
+
+    def purge(self, now: float | None = None) -> bool:
+        """Delete events older than ``RetentionDays`` and the oldest beyond ``MaxEvents``, a
+        bounded number of chunks at a time; True when nothing is left to purge."""
+        now = self._clock() if now is None else now
+        s = self.settings
+        ids = audit_events.c.id
+        with self._db.engine.connect() as connection:
+            low, high = connection.execute(select(func.min(ids), func.max(ids))).one()
+            if low is None:
+                return True
+            low, high = int(low), int(high)
+            cutoff = high - s.max_events if s.max_events else low - 1  # ids grow with time
+            if s.retention_days:
+                old = connection.execute(select(func.max(ids)).where(
+                    audit_events.c.time < now - s.retention_days * 86400)).scalar()
+                cutoff = max(cutoff, old or low - 1)
+        for _ in range(_PURGE_CHUNKS_PER_PASS):
+            if low > cutoff:
+                return True
+            upper = min(cutoff, low + _PURGE_CHUNK - 1)
+            with self._db.engine.begin() as connection:
+                self.purged += connection.execute(delete(audit_events).where(ids <= upper)).rowcount or 0
+            low = upper + 1
+        return low > cutoff
 
     def _mirror_all(self, events: list[AuditEvent]) -> None:
         if self._mirror is None:
@@ -144,8 +309,14 @@ class AuditWriter:
         self._queue.join()
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        self._closing = True
+        try:
+            self._queue.put(_STOP, timeout=30)
+        except queue.Full:
+            pass
         self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._report(f"audit writer still busy at shutdown: {self.pending()} queued events not written")
 
 
 def query(db: Database, *, user: str = "", study: str = "", decision: str = "", since: float | None = None,

@@ -60,7 +60,7 @@ class Cache(Generic[K, V]):
             self.hits += 1
             return entry.value
 
-    def put(self, key: K, value: V, version: Hashable = None, ttl: float | None = None) -> None:
+    def put(self, key: K, value: V, *, version: Hashable = None, ttl: float | None = None) -> None:
         size = self._size_of(value) if self._max_bytes is not None else 0
         if self._max_bytes is not None and size > self._max_bytes // 4:
             return  # one huge value must not evict everything else

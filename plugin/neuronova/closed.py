@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping
 
 from . import __version__
+from .host import StoredInstance
 from .http import Request, Response
 
 HEALTH = "/neuronova/health"
@@ -40,6 +41,12 @@ class ClosedApp:
         return _json({"error": "the gate is closed"}, 503)
 
     def explorer_javascript(self) -> str | None:
+        return None
+
+    def on_received_instance(self, dicom: bytes, origin: str) -> None:
+        return None
+
+    def on_stored_instance(self, instance: StoredInstance) -> None:
         return None
 
     def on_change(self, change: str, level: str, resource_id: str) -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .http import Request, Response
@@ -59,6 +60,18 @@ class Host(Protocol):
     def log_error(self, message: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class StoredInstance:
+    """What Orthanc tells about an instance it has just stored."""
+
+    origin: str  # orthanc.InstanceOrigin name: DICOM_PROTOCOL, REST_API, PLUGIN, ...
+    remote_aet: str
+    remote_ip: str
+    called_aet: str
+    study_uid: str
+    sop_uid: str
+
+
 class PluginApp(Protocol):
     """What Orthanc's callbacks reach, through the bridge."""
 
@@ -77,6 +90,13 @@ class PluginApp(Protocol):
 
     def explorer_javascript(self) -> str | None:
         """JavaScript added to Orthanc Explorer, or None."""
+
+    def on_received_instance(self, dicom: bytes, origin: str) -> None:
+        """An instance is about to be stored (any origin). Observe only: whatever this does or
+        raises, Orthanc stores the instance as it came."""
+
+    def on_stored_instance(self, instance: StoredInstance) -> None:
+        """An instance was stored (the bridge calls it for DICOM C-STORE only)."""
 
     def on_change(self, change: str, level: str, resource_id: str) -> None:
         """A change of Orthanc's (runs on Orthanc's single change thread: be quick)."""

@@ -9,16 +9,17 @@ then answers only ``/neuronova/health`` (503 with the reason) and denies everyth
 from __future__ import annotations
 
 import json
+import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orthanc
 
 # Only standard-library modules at import time: if a third-party package is missing, the
 # import of .app fails inside install() and the gate closes instead of Orthanc running open.
 from .errors import OrthancCallError
-from .host import PluginApp
+from .host import PluginApp, StoredInstance
 from .http import Request, Response
 
 _METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
@@ -46,6 +47,7 @@ _ERROR_NAMES = {
 
 _CHANGE_NAMES = {getattr(orthanc.ChangeType, n): n for n in dir(orthanc.ChangeType) if n.isupper()}
 _LEVEL_NAMES = {getattr(orthanc.ResourceType, n): n for n in dir(orthanc.ResourceType) if n.isupper()}
+_ORIGIN_NAMES = {getattr(orthanc.InstanceOrigin, n): n for n in dir(orthanc.InstanceOrigin) if n.isupper()}
 
 
 # OrthancPluginEmitAuditLog (Orthanc 1.12.9 SDK): gate decisions also reach Orthanc's own
@@ -155,12 +157,16 @@ class OrthancHost:
 # Statuses that OrthancPluginSendHttpStatus refuses ("Parameter out of range", measured on
 # 1.13.0): 301, 405 and 429 among them. 405 has its own call; the others go out without a body.
 _NO_BODY_STATUSES: set[int] = set()
+# Orthanc 1.13 refuses 429 in SendHttpStatus AND in SendHttpStatusCode (both "Parameter out of
+# range"; the client then gets its connection closed without an answer, measured): the nearest
+# status it sends is 503, which carries the same Retry-After (RFC 9110 allows it on both).
+_SENT_AS = {429: 503}
 
 
 def _answer(output: Any, response: Response) -> None:
     for name, value in response.headers.items():
         output.SetHttpHeader(name, value)
-    status = response.status
+    status = _SENT_AS.get(response.status, response.status)
     if status == 200:
         output.AnswerBuffer(response.body, response.content_type)
     elif status == 401:
@@ -184,6 +190,24 @@ def _closed_app(reason: str) -> PluginApp:
     return ClosedApp(reason)
 
 
+# orthanc-python 7.1 gives REST callbacks no client address; the request filter gets it and
+# runs on the same HTTP thread just before the route, so it leaves the address here, keyed
+# by the OS thread. (Not threading.local: the plugin enters Python with a fresh thread state
+# for each callback, so thread-local values do not survive from the filter to the route.)
+# One entry per HTTP thread at most; dict operations are atomic under the GIL.
+_client_ips: dict[int, str] = {}
+
+
+def _remember_ip(ip: str) -> None:
+    _client_ips[threading.get_ident()] = ip
+
+
+def _take_ip() -> str:
+    """The address the filter saw for this thread's request, once ("" when none): a later
+    internal call on the thread must not inherit it."""
+    return _client_ips.pop(threading.get_ident(), "")
+
+
 def _request(uri: str, request: dict[str, Any]) -> Request:
     # Orthanc 1.13 hands plugins query values already percent-decoded (1.10.1 did not), and
     # no "get" at all for methods other than GET.
@@ -195,7 +219,22 @@ def _request(uri: str, request: dict[str, Any]) -> Request:
         query=dict(request.get("get") or {}),
         headers=dict(request.get("headers") or {}),
         body=bytes(request.get("body") or b""),
+        ip=_take_ip(),
     )
+
+
+# Every callback registered with Orthanc, and the app, stay referenced here until the process
+# ends. orthanc-python 7.1 drops its references to the callbacks in OrthancPluginFinalize; when
+# that was the last reference to a closure owning the App, the App and everything it holds
+# (threads, pools, engines) were deallocated there, and Orthanc died with SIGSEGV in _Py_Dealloc
+# at every shutdown (measured; docs/runtime-facts.md).
+_KEPT: list[object] = []
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _kept(callback: _F) -> _F:
+    _KEPT.append(callback)
+    return callback
 
 
 def install() -> PluginApp:
@@ -213,8 +252,10 @@ def install() -> PluginApp:
 
     def request_filter(uri: str, **kwargs: Any) -> bool:
         try:
+            ip = str(kwargs.get("ip", ""))
+            _remember_ip(ip)
             return bool(app.allow_request(
-                uri, int(kwargs.get("method", 0)), str(kwargs.get("ip", "")),
+                uri, int(kwargs.get("method", 0)), ip,
                 kwargs.get("headers") or {}, kwargs.get("get") or {},
             ))
         except Exception:  # noqa: BLE001 - fail closed
@@ -242,12 +283,64 @@ def install() -> PluginApp:
         except Exception as exc:  # noqa: BLE001 - never break Orthanc's change thread
             orthanc.LogError(f"NeuroNova: change {change}: {exc!r}")
 
-    orthanc.RegisterIncomingHttpRequestFilter(request_filter)
-    orthanc.RegisterRestCallback("/neuronova/(.*)", route(app.handle_neuronova))
-    orthanc.RegisterRestCallback("/dicom-web/(.*)", route(app.handle_dicomweb))
-    orthanc.RegisterRestCallback("/ohif(/.*)?", route(app.handle_viewer))
+    _KEPT.append(app)
+    orthanc.RegisterIncomingHttpRequestFilter(_kept(request_filter))
+    orthanc.RegisterRestCallback("/neuronova/(.*)", _kept(route(app.handle_neuronova)))
+    orthanc.RegisterRestCallback("/dicom-web/(.*)", _kept(route(app.handle_dicomweb)))
+    orthanc.RegisterRestCallback("/ohif(/.*)?", _kept(route(app.handle_viewer)))
     javascript = app.explorer_javascript()
     if javascript:
         orthanc.ExtendOrthancExplorer(javascript)
-    orthanc.RegisterOnChangeCallback(on_change)
+    orthanc.RegisterOnChangeCallback(_kept(on_change))
+    _register_instance_hooks(app)
     return app
+
+
+def _metadata(dicom: Any, instance_id: str, name: str) -> str:
+    """Metadata Orthanc recorded on storage (RemoteIP, CalledAET): from the stored instance,
+    else from the index."""
+    try:
+        value = str(dicom.GetInstanceMetadata(name) or "")
+    except orthanc.OrthancException:
+        value = ""
+    if value:
+        return value
+    try:
+        return bytes(orthanc.RestApiGet(f"/instances/{instance_id}/metadata/{name}")).decode("utf-8", "replace")
+    except orthanc.OrthancException:
+        return ""
+
+
+def _register_instance_hooks(app: PluginApp) -> None:
+    """Hooks on every instance Orthanc receives and stores.
+
+    Both only observe: the received-instance callback always answers KEEP_AS_IS (an exception
+    there would make Orthanc store the original anyway), so an instance is never lost or altered.
+    """
+    keep = orthanc.ReceivedInstanceAction.KEEP_AS_IS
+
+    def on_received(dicom: bytes, origin: Any = None, *_: Any) -> tuple[Any, None]:
+        try:
+            app.on_received_instance(bytes(dicom), _ORIGIN_NAMES.get(origin, str(origin)))
+        except Exception as exc:  # noqa: BLE001 - the instance is stored whatever happens
+            orthanc.LogError(f"NeuroNova: patient-collision check failed, instance stored unchecked: "
+                             f"{exc!r}\n{traceback.format_exc()}")
+        return keep, None
+
+    def on_stored(dicom: Any, instance_id: str) -> None:
+        try:
+            origin = _ORIGIN_NAMES.get(dicom.GetInstanceOrigin(), "")
+            if origin != "DICOM_PROTOCOL":
+                return
+            tags = json.loads(dicom.GetInstanceSimplifiedJson())
+            app.on_stored_instance(StoredInstance(
+                origin=origin, remote_aet=str(dicom.GetInstanceRemoteAet() or ""),
+                remote_ip=_metadata(dicom, instance_id, "RemoteIP"),
+                called_aet=_metadata(dicom, instance_id, "CalledAET"),
+                study_uid=str(tags.get("StudyInstanceUID", "")), sop_uid=str(tags.get("SOPInstanceUID", "")),
+            ))
+        except Exception as exc:  # noqa: BLE001 - never break Orthanc's storage thread
+            orthanc.LogError(f"NeuroNova: audit of stored instance {instance_id}: {exc!r}")
+
+    orthanc.RegisterReceivedInstanceCallback(_kept(on_received))
+    orthanc.RegisterOnStoredInstanceCallback(_kept(on_stored))

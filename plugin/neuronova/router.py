@@ -1,32 +1,57 @@
-"""A small table of REST routes: (method, regex) -> handler."""
+"""The one table of the plugin's REST routes: (method, regex, scope) -> handler.
+
+The gate's filter classifies ``/neuronova/`` requests by the same table the router
+dispatches with (:meth:`Router.scope_of`), so a route's scope is declared once, next to
+its handler. A path or method missing from the table is no route: the gate treats it as
+ADMIN and the router answers 404/405.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from .errors import HttpError
 from .http import Handler, Request, Response, error_response
+from .scope import Scope
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    scope: Scope
+    handler: Handler
 
 
 class Router:
     def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._routes: list[Route] = []
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self._routes.append((method, re.compile(f"^{pattern}$"), handler))
+    def add(self, method: str, pattern: str, handler: Handler, scope: Scope = Scope.ADMIN) -> None:
+        """Register a route; ``scope`` is what the gate lets through before ``handler`` runs
+        (ADMIN unless said otherwise: a route is never opened by omission)."""
+        self._routes.append(Route(method, re.compile(f"^{pattern}$"), scope, handler))
+
+    def scope_of(self, method: str, path: str) -> Scope | None:
+        """The scope of the route ``method path`` answers to, None when there is none."""
+        for route in self._routes:
+            if route.method == method and route.pattern.match(path):
+                return route.scope
+        return None
 
     def dispatch(self, request: Request) -> Response:
         path_matched = False
-        for method, pattern, handler in self._routes:
-            match = pattern.match(request.path)
+        for route in self._routes:
+            match = route.pattern.match(request.path)
             if match is None:
                 continue
             path_matched = True
-            if method != request.method:
+            if route.method != request.method:
                 continue
             try:
-                return handler(_with_groups(request, match.groupdict()))
+                return route.handler(_with_groups(request, match.groupdict()))
             except HttpError as exc:
                 return error_response(exc.status, exc.message)
         if path_matched:

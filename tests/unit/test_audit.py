@@ -2,7 +2,7 @@ import time
 from pathlib import Path
 
 from neuronova import audit
-from neuronova.audit import AuditEvent, AuditWriter
+from neuronova.audit import AuditEvent, AuditSettings, AuditWriter
 from neuronova.store import open_database
 
 
@@ -13,7 +13,7 @@ def event(n: int, user: str = "u") -> AuditEvent:
 
 def test_writer_batches_and_flushes_everything_on_close(tmp_path: Path) -> None:
     db = open_database(f"sqlite:///{tmp_path}/a.sqlite")
-    writer = AuditWriter(db, capacity=50, batch=20)
+    writer = AuditWriter(db, capacity=50, batch=20, settings=AuditSettings(enqueue_wait_seconds=5.0))
     for n in range(1000):  # more than the queue holds: callers wait, nothing is dropped
         writer.record(event(n, "u" if n % 2 else "v"))
     writer.close()

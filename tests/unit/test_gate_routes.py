@@ -1,4 +1,23 @@
+from typing import Any
+
+from neuronova.ai.api import AiApi
+from neuronova.gate.api import GateApi
 from neuronova.gate.routes import Scope, classify
+from neuronova.htj2k.api import Htj2kApi
+from neuronova.router import Router
+
+
+def plugin_routes() -> Router:
+    """The plugin's route table as app.py fills it (handlers unbound: only scopes matter)."""
+    nothing: Any = None
+    router = Router()
+    router.add("GET", "/neuronova/health", lambda request: nothing, scope=Scope.PUBLIC)
+    for api in (GateApi(nothing, nothing), Htj2kApi(nothing, nothing), AiApi(nothing, nothing)):
+        api.register(router)
+    return router
+
+
+ROUTES = plugin_routes()
 
 S, SE, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 
@@ -31,10 +50,37 @@ def test_everything_unknown_is_admin_or_closed() -> None:
 def test_wado_uri_and_plugin_routes() -> None:
     target = classify("/wado", "GET", {"studyUID": S, "objectUID": SOP})
     assert (target.scope, target.study, target.instance) == (Scope.STUDY, S, SOP)
-    assert classify("/neuronova/health", "GET").scope is Scope.PUBLIC
-    assert classify("/neuronova/login", "POST").scope is Scope.PUBLIC
-    assert classify("/neuronova/me", "GET").scope is Scope.USER
-    assert classify("/neuronova/shares/abc_DEF-1", "DELETE").scope is Scope.USER
+    assert classify("/neuronova/health", "GET", routes=ROUTES).scope is Scope.PUBLIC
+    assert classify("/neuronova/login", "POST", routes=ROUTES).scope is Scope.PUBLIC
+    assert classify("/neuronova/me", "GET", routes=ROUTES).scope is Scope.USER
+    assert classify("/neuronova/shares/abc_DEF-1", "DELETE", routes=ROUTES).scope is Scope.USER
+
+
+def test_plugin_routes_are_classified_by_the_route_table_fail_closed() -> None:
+    job = "0123456789abcdef0123456789abcdef"
+    for uri, method in (("/neuronova/ai/jobs", "GET"), ("/neuronova/ai/jobs", "POST"),
+                        (f"/neuronova/ai/jobs/{job}", "GET"), (f"/neuronova/ai/jobs/{job}/retry", "POST")):
+        target = classify(uri, method, routes=ROUTES)
+        assert (target.scope, target.route) == (Scope.USER, "ai"), uri
+    for uri, method in (
+        # Not routes at all: the old regexes let these through as USER (job ids the AI api never takes).
+        ("/neuronova/ai/jobs/not-a-job", "GET"), (f"/neuronova/ai/jobs/{job.upper()}", "GET"),
+        (f"/neuronova/ai/jobs/{job}/retry", "GET"), ("/neuronova/me", "POST"), ("/neuronova/shares", "GET"),
+        # Admin routes, and what no table lists.
+        ("/neuronova/audit", "GET"), ("/neuronova/htj2k/stats", "GET"), ("/neuronova/studies/1.2/grants", "POST"),
+        ("/neuronova/nothing", "GET"), ("/neuronova/health", "POST"), ("/neuronova/me/", "GET"),
+    ):
+        assert classify(uri, method, routes=ROUTES).scope is Scope.ADMIN, (uri, method)
+    # Without the table, every plugin route is ADMIN (the gate never opens by omission).
+    assert classify("/neuronova/me", "GET").scope is Scope.ADMIN
+    assert classify("/neuronova/health", "GET").scope is Scope.ADMIN
+
+
+def test_a_route_registered_without_a_scope_is_admin() -> None:
+    router = Router()
+    router.add("GET", "/neuronova/new-thing", lambda request: None)  # type: ignore[arg-type, return-value]
+    assert router.scope_of("GET", "/neuronova/new-thing") is Scope.ADMIN
+    assert classify("/neuronova/new-thing", "GET", routes=router).scope is Scope.ADMIN
 
 
 def test_ohif_static_files_are_public_with_a_strict_prefix() -> None:

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 
 from neuronova import audit
 from neuronova.audit import AuditWriter
 from neuronova.gate import Gate
-from neuronova.gate import settings as gate_settings
-from neuronova.gate.passwords import hash_password
 from neuronova.store import open_database
 
 from .fakes import FakeHost, FakeStudy
+from .gate_fixtures import ORDERING_MATCH, READING_MATCH, bearer, gate_settings_for_tests
 
-SECRET = "unit-test-secret-0123456789abcdefghijkl"
 GET = 1
 
 
@@ -33,23 +29,11 @@ def gate(tmp_path: Path) -> Iterator[tuple[Gate, FakeHost, Any]]:
     ])
     db = open_database(f"sqlite:///{tmp_path}/store.sqlite")
     writer = AuditWriter(db)
-    settings = gate_settings.parse({
-        "Keys": [{"Kind": "secret", "Secret": SECRET, "Algorithms": ["HS256"]}],
-        "SigningSecret": "s" * 40,
-        "AdminUsers": {"admin": hash_password("pw", n=2**10)},
-        "StudyAttributeMatches": [
-            {"Attribute": "ReferringPhysicianName", "Claim": "name", "Relation": "ordering"},
-            {"Attribute": "NameOfPhysiciansReadingStudy", "Claim": "name", "Relation": "reading"},
-        ],
-    })
+    settings = gate_settings_for_tests(ORDERING_MATCH, READING_MATCH)
     yield Gate(settings, host, db, writer), host, db
     writer.close()
 
 
-def bearer(role: str, **claims: Any) -> dict[str, str]:
-    payload = {"sub": claims.pop("sub", role), "exp": int(time.time()) + 60, "realm_access": {"roles": [role]},
-               **claims}
-    return {"authorization": "Bearer " + jwt.encode(payload, SECRET, algorithm="HS256")}
 
 
 def allowed(gate: Gate, uri: str, headers: dict[str, str], query: dict[str, str] | None = None) -> bool:
@@ -108,10 +92,24 @@ def test_an_exception_inside_the_gate_denies_and_is_audited(gate: tuple[Gate, Fa
 def test_credentials_are_cached_and_basic_auth_is_verified_once(gate: tuple[Gate, FakeHost, Any]) -> None:
     g, _, _ = gate
     basic = {"authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
-    started = time.perf_counter()
+    checks: list[str] = []
+    check_password = g.check_password
+
+    def counting(user: str, password: str, ip: str = "") -> bool:
+        checks.append(user)
+        return check_password(user, password, ip)
+
+    g.check_password = counting  # type: ignore[method-assign]
     for _ in range(200):
         assert allowed(g, "/system", basic)
-    assert time.perf_counter() - started < 5  # not 200 scrypt computations
+    assert checks == ["admin"]  # one scrypt, then the cached identity
+    tokens = bearer("doctor")
+    verify = g.verifier.verify
+    verified: list[str] = []
+    g.verifier.verify = lambda token: verified.append(token) or verify(token)  # type: ignore[method-assign]
+    for _ in range(50):
+        allowed(g, "/dicom-web/studies", tokens)
+    assert len(verified) == 1
     wrong = {"authorization": "Basic " + base64.b64encode(b"admin:nope").decode()}
     assert not allowed(g, "/system", wrong)
     assert not allowed(g, "/system", {"authorization": "Digest abc"})

@@ -23,6 +23,7 @@ from ..gate.policy import PHYSICIAN_ROLES
 from ..gate.routes import EVENT_APPLICATION_ACTIVITY, EVENT_SECURITY_ALERT
 from ..http import Request, Response, json_response
 from ..router import Router
+from ..scope import Scope
 from .jobs import STATUSES, Job, StateError
 from .service import AiService
 
@@ -37,10 +38,10 @@ class AiApi:
         self.service = service
 
     def register(self, router: Router) -> None:
-        router.add("GET", "/neuronova/ai/jobs", self.list_jobs)
-        router.add("POST", "/neuronova/ai/jobs", self.create_job)
-        router.add("GET", f"/neuronova/ai/jobs/(?P<id>{JOB_ID})", self.get_job)
-        router.add("POST", f"/neuronova/ai/jobs/(?P<id>{JOB_ID})/retry", self.retry_job)
+        router.add("GET", "/neuronova/ai/jobs", self.list_jobs, scope=Scope.USER)
+        router.add("POST", "/neuronova/ai/jobs", self.create_job, scope=Scope.USER)
+        router.add("GET", f"/neuronova/ai/jobs/(?P<id>{JOB_ID})", self.get_job, scope=Scope.USER)
+        router.add("POST", f"/neuronova/ai/jobs/(?P<id>{JOB_ID})/retry", self.retry_job, scope=Scope.USER)
 
     def _audit(self, identity: Identity, request: Request, study: str, decision: str, reason: str) -> None:
         event = EVENT_APPLICATION_ACTIVITY if decision == ALLOW else EVENT_SECURITY_ALERT

@@ -28,7 +28,16 @@ from ..host import Host
 from ..http import Request, Response, error_response
 from . import admin, stow
 from .paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
-from .rules import PNG, allowed_methods, core_rendering_query, json_accepted, rendered_media_type
+from .rules import (
+    PNG,
+    allowed_methods,
+    check_answer_size,
+    core_rendering_query,
+    frame_list,
+    json_accepted,
+    rendered_media_type,
+    rendering_query,
+)
 from .urls import public_base
 
 DICOM_JSON = "application/dicom+json"
@@ -95,6 +104,8 @@ class DicomWebFront:
         self.metadata_cache: Cache[tuple[str, str], bytes] = Cache(max_bytes=metadata_cache_bytes)
         self.search_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024)
         self.generation = 0  # counts this node's new and deleted resources (note_change)
+        # Studies no non-admin search may return (gate/collisions.py sets it: quarantine).
+        self.hidden_studies: Callable[[], frozenset[str]] = frozenset
 
     def note_change(self) -> None:
         """A resource was stored, changed or deleted on this node: cached answers are stale."""
@@ -114,6 +125,8 @@ class DicomWebFront:
             if request.method == "GET" and path is not None:
                 answer = self.retrieve.handle(request, path) if self.retrieve is not None else None
                 if answer is not None:
+                    if path.action == "frames":
+                        check_answer_size(len(answer.body))
                     return answer
                 return self._forward_get(request, path)
             return self._forward_admin(request, rest)
@@ -134,12 +147,28 @@ class DicomWebFront:
             return self._json_answer(request, self._cached_search(rest, query))
         limit = _bounded_int(query.pop("limit", ""), "limit")
         offset = _bounded_int(query.pop("offset", ""), "offset") or 0
+        # A study quarantined by a patient collision (gate/collisions.py) is no answer to non-admins.
+        visibility = Visibility(False, visibility.studies - self.hidden_studies())
         narrowed = _narrow(query, visibility)
         if narrowed is None:
             return Response(200, b"[]", DICOM_JSON)
+        # Patients never mix: each answer's PatientID is read as well (below).
+        fields = [f for f in narrowed.get("includefield", "").split(",") if f]
+        if "all" not in fields and PATIENT_ID not in fields and "PatientID" not in fields:
+            narrowed["includefield"] = ",".join([*fields, PATIENT_ID])
         results = json.loads(self._cached_search(rest, narrowed) or b"[]")
-        # Defence in depth: whatever the narrowing did, only permitted studies go out.
+        # Defence in depth: whatever the narrowing did, only permitted studies go out, and never
+        # a StudyInstanceUID that the index holds under several PatientIDs (both entries are
+        # left out: which one is legitimate is an admin's decision), nor, for a patient, an
+        # answer of another PatientID.
         allowed = [r for r in results if tag_value(r, STUDY_UID) in visibility.studies]
+        patients: dict[str, set[str]] = {}
+        for r in allowed:
+            if tag_value(r, PATIENT_ID):
+                patients.setdefault(tag_value(r, STUDY_UID), set()).add(tag_value(r, PATIENT_ID))
+        own = identity.patient_id if identity.role == "patient" else ""
+        allowed = [r for r in allowed if len(patients.get(tag_value(r, STUDY_UID), ())) <= 1
+                   and not (own and tag_value(r, PATIENT_ID) not in ("", own))]
         page = allowed[offset:offset + limit] if limit else allowed[offset:]
         return self._json_answer(request, json.dumps(page).encode())
 
@@ -155,7 +184,7 @@ class DicomWebFront:
         body = self.search_cache.get(key, version)
         if body is None:
             body = self._internal_get(rest, query)
-            self.search_cache.put(key, body, version)
+            self.search_cache.put(key, body, version=version)
         return body
 
     def _json_answer(self, request: Request, body: bytes) -> Response:
@@ -171,11 +200,21 @@ class DicomWebFront:
     def _forward_get(self, request: Request, path: DicomWebPath) -> Response:
         query = {k: v for k, v in request.query.items() if k != "token"}
         action = path.action
-        if action == "metadata" and not query:
+        if action == "metadata":
+            # PS3.18 defines no query parameters for WADO-RS metadata: whatever the query, the
+            # cached answer, so "?x=1" cannot make the plugin rebuild a study's metadata.
             return self._metadata(request, path)
-        if action in ("rendered", "thumbnail") and rendered_media_type(request.headers.get("accept")) == PNG:
-            return self._rendered_png(path, query)
-        body = self._internal_get(path.resource + path.tail, query)
+        if action in ("rendered", "thumbnail"):
+            query = rendering_query(query)  # checked and bounded here, before Orthanc renders
+            if rendered_media_type(request.headers.get("accept")) == PNG:
+                return self._rendered_png(path, query)
+        rest = path.resource + path.tail
+        if action == "frames":
+            # Duplicates collapsed, the list bounded, as the retrieve handler does.
+            rest = path.resource + "/frames/" + ",".join(str(n) for n in frame_list(path.frames))
+        body = self._internal_get(rest, query)
+        if action == "frames":
+            check_answer_size(len(body))
         if action in ("metadata", "search"):
             return self._json_answer(request, body)
         if action in ("frames", "bulk"):
@@ -225,7 +264,7 @@ class DicomWebFront:
             body = self._public_urls(request, self._internal_get(rest, {}))
             if self.annotate_metadata is not None:
                 body = self.annotate_metadata(body)
-            self.metadata_cache.put(key, body, version)
+            self.metadata_cache.put(key, body, version=version)
         return Response(200, body, DICOM_JSON)
 
     def _forward_admin(self, request: Request, rest: str) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import time
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -13,19 +14,21 @@ from ..dicomweb.paths import UID, UID_RE
 from ..errors import HttpError
 from ..http import Request, Response, json_response
 from ..router import Router
+from ..scope import Scope
 from ..store import Database
 from .identity import Identity, Method
 from .policy import PHYSICIAN_ROLES
 from .routes import EVENT_APPLICATION_ACTIVITY, EVENT_SECURITY_ALERT, EVENT_USER_AUTHENTICATION
-from .service import SESSION_COOKIE, AuthError, Gate
+from .service import SESSION_COOKIE, AuthError, Gate, Throttled
 from .settings import RELATIONS
 
 EXPLORER = "/app/explorer.html"
+PUBLIC, USER, ADMIN = Scope.PUBLIC, Scope.USER, Scope.ADMIN
 
 
 def caller(gate: Gate, request: Request) -> Identity:
     try:
-        identity = gate.authenticate(request.headers, request.query, request.method)
+        identity = gate.authenticate(request.headers, request.query, request.method, request.ip)
     except AuthError as exc:
         raise HttpError(401, str(exc)) from exc
     if identity is None:
@@ -47,18 +50,20 @@ class GateApi:
         self.db = db
 
     def register(self, router: Router) -> None:
-        router.add("GET", "/neuronova/me", self.me)
-        router.add("GET", f"/neuronova/studies/(?P<study>{UID})/grants", self.list_grants)
-        router.add("POST", f"/neuronova/studies/(?P<study>{UID})/grants", self.add_grant)
-        router.add("DELETE", f"/neuronova/studies/(?P<study>{UID})/grants/(?P<subject>[^/]+)", self.remove_grant)
-        router.add("POST", "/neuronova/shares", self.create_share)
-        router.add("GET", "/neuronova/shares/(?P<id>[A-Za-z0-9_-]+)", self.get_share)
-        router.add("DELETE", "/neuronova/shares/(?P<id>[A-Za-z0-9_-]+)", self.revoke_share)
-        router.add("GET", "/neuronova/audit", self.audit)
-        router.add("GET", "/neuronova/login", self.login_page)
-        router.add("POST", "/neuronova/login", self.login)
-        router.add("GET", "/neuronova/logout", self.logout)
-        router.add("POST", "/neuronova/logout", self.logout)
+        # Scopes: what the gate's filter lets through before the handler (which checks the rest).
+        router.add("GET", "/neuronova/me", self.me, scope=USER)
+        router.add("GET", f"/neuronova/studies/(?P<study>{UID})/grants", self.list_grants, scope=ADMIN)
+        router.add("POST", f"/neuronova/studies/(?P<study>{UID})/grants", self.add_grant, scope=ADMIN)
+        router.add("DELETE", f"/neuronova/studies/(?P<study>{UID})/grants/(?P<subject>[^/]+)", self.remove_grant,
+                   scope=ADMIN)
+        router.add("POST", "/neuronova/shares", self.create_share, scope=USER)
+        router.add("GET", "/neuronova/shares/(?P<id>[A-Za-z0-9_-]+)", self.get_share, scope=USER)
+        router.add("DELETE", "/neuronova/shares/(?P<id>[A-Za-z0-9_-]+)", self.revoke_share, scope=USER)
+        router.add("GET", "/neuronova/audit", self.audit, scope=ADMIN)
+        router.add("GET", "/neuronova/login", self.login_page, scope=PUBLIC)
+        router.add("POST", "/neuronova/login", self.login, scope=PUBLIC)
+        router.add("GET", "/neuronova/logout", self.logout, scope=PUBLIC)
+        router.add("POST", "/neuronova/logout", self.logout, scope=PUBLIC)
 
     def _audit(self, identity: Identity | None, request: Request, route: str, study: str, decision: str,
                reason: str, event: str = EVENT_APPLICATION_ACTIVITY) -> None:
@@ -143,7 +148,7 @@ class GateApi:
         share = self.gate.shares.get(request.groups[0])
         if share is None or not (identity.is_admin or share.created_by == identity.subject):
             raise HttpError(404, "no such share")
-        self.gate.shares.revoke(share.id)
+        self.gate.shares.revoke(share.id, audited=True)
         self._audit(identity, request, "shares", share.study_uid, ALLOW, f"revoke share {share.id}")
         return json_response({"revoked": share.id})
 
@@ -182,7 +187,14 @@ class GateApi:
 
         form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
         user, password = form.get("username", ""), form.get("password", "")
-        if not self.gate.check_password(user, password):
+        try:
+            correct = self.gate.check_password(user, password, request.ip)
+        except Throttled as exc:
+            self._audit(None, request, "login", "", DENY, f"login for {user[:64]!r}: {exc}", EVENT_SECURITY_ALERT)
+            page = self.login_page(request, "Too many failed sign-ins: try again later.", 429)
+            page.headers["Retry-After"] = str(int(exc.retry_after) + 1)
+            return page
+        if not correct:
             self._audit(None, request, "login", "", DENY, f"failed login for {user[:64]!r}", EVENT_USER_AUTHENTICATION)
             return self.login_page(request, "Wrong user name or password.", 401)
         identity = Identity(subject=user, role="admin", method=Method.SESSION, expires_at=time.time())
@@ -195,6 +207,10 @@ class GateApi:
         return _redirect_page(target, cookie)
 
     def logout(self, request: Request) -> Response:
+        identity = self.gate.session_of(request.headers.get("cookie", ""))
+        if identity is not None:
+            self.gate.end_session(identity)  # the cookie is dead on the server, not only cleared
+            self._audit(identity, request, "logout", "", ALLOW, "session closed", EVENT_USER_AUTHENTICATION)
         cookie = f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
         return _redirect_page("/neuronova/login", cookie)
 
@@ -207,9 +223,19 @@ def _share_json(share: Any) -> dict[str, Any]:
     }
 
 
+# A local path: "/" then printable ASCII other than "\\" (no space, no control characters:
+# browsers drop tabs and newlines from URLs, so "/\t/evil.example" would become
+# "//evil.example", another host), and never "//" at the start.
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[!-~]*$")
+
+
 def _safe_next(target: str) -> str:
-    """Only local paths: the login page must not become an open redirect."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only local paths: the login page must not become an open redirect.
+
+    >>> [_safe_next(t) for t in ("/app/explorer.html#x", "//evil.example", "/\t/evil.example", "https://e.x")]
+    ['/app/explorer.html#x', '/app/explorer.html', '/app/explorer.html', '/app/explorer.html']
+    """
+    if len(target) > 2048 or not _LOCAL_PATH.match(target) or "\\" in target:
         return EXPLORER
     return target
 

@@ -31,6 +31,7 @@ class Identity:
     patient_id: str = ""
     share_study: str = ""  # for share links: the one study they open
     share_id: str = ""
+    session_id: str = ""  # for admin sessions: the server-side session (gate/sessions.py)
     claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def claims_value(self, path: str) -> str:

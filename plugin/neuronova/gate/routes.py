@@ -1,27 +1,28 @@
 """Which kind of route a request is, and which study it touches.
 
 Everything not matched by an explicit rule is ``ADMIN``: a route we do not know about is
-never opened to non-admins by accident.
+never opened to non-admins by accident. The plugin's own ``/neuronova/`` routes are
+classified by the router's table (:class:`ScopeLookup`), where each ``api.py`` declares a
+route's scope next to its handler.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import Protocol
 
 from ..dicomweb import paths
+from ..scope import Scope
 from ..viewer.settings import PREFIX as VIEWER_PREFIX
 
+__all__ = ["Scope", "ScopeLookup", "Target", "classify"]
+PLUGIN_ROOT = "/neuronova/"
 
-class Scope(StrEnum):
-    PUBLIC = "public"  # no authentication (health, login page)
-    USER = "user"  # any authenticated caller; the handler checks the rest
-    SEARCH = "search"  # QIDO across studies: answered filtered by the DICOMweb front
-    STUDY = "study"  # touches exactly one study, which the caller must be allowed
-    STOW = "stow"  # STOW-RS: roles listed in Gate.StowRoles
-    ADMIN = "admin"
-    CLOSED = "closed"  # nobody from outside (the DICOMweb plugin's internal root)
+
+class ScopeLookup(Protocol):
+    def scope_of(self, method: str, path: str) -> Scope | None:
+        """The scope of the plugin route answering ``method path``, None when none does."""
 
 
 # DICOM PS3.15 audit event IDs (DCM codes)
@@ -43,13 +44,11 @@ class Target:
     instance: str = ""
 
 
-_PLUGIN_PUBLIC = {"/neuronova/health", "/neuronova/login", "/neuronova/logout"}
 # OHIF's static files and generated app-config.js: public (no patient data in them; every
 # byte of data goes through the DICOMweb front). Strict: GET only, plain path segments
 # (no dot files, no "..", no escapes), below one fixed prefix.
 _SEGMENT = r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*"
 _VIEWER = re.compile(rf"^{re.escape(VIEWER_PREFIX)}(?:/|(?:/{_SEGMENT})+/?)?$")
-_PLUGIN_USER = re.compile(r"^/neuronova/(?:me|shares(?:/[A-Za-z0-9_-]+)?|ai/jobs(?:/[A-Za-z0-9_-]+(?:/retry)?)?)$")
 
 GET, POST, PUT, DELETE = "GET", "POST", "PUT", "DELETE"
 
@@ -73,8 +72,19 @@ def _dicomweb(rest: str, method: str) -> Target:
     return Target(Scope.STUDY, route, event, study=path.study, series=path.series, instance=path.instance)
 
 
-def classify(uri: str, method: str, wado_query: dict[str, str] | None = None) -> Target:
-    """Classify ``uri`` (path only, as Orthanc gives it to the filter)."""
+def _plugin(uri: str, method: str, routes: ScopeLookup | None) -> Target:
+    scope = routes.scope_of(method, uri) if routes is not None else None
+    if scope is None:  # not in the table (or no table): fail closed
+        return Target(Scope.ADMIN, "neuronova/other", EVENT_APPLICATION_ACTIVITY)
+    label = uri[len(PLUGIN_ROOT):].split("/")[0]
+    event = EVENT_USER_AUTHENTICATION if scope is Scope.PUBLIC else EVENT_APPLICATION_ACTIVITY
+    return Target(scope, label, event)
+
+
+def classify(uri: str, method: str, wado_query: dict[str, str] | None = None,
+             routes: ScopeLookup | None = None) -> Target:
+    """Classify ``uri`` (path only, as Orthanc gives it to the filter); ``routes`` is the
+    plugin's route table (without it every ``/neuronova/`` route is ADMIN)."""
     if uri.startswith(paths.PUBLIC_ROOT + "/") or uri == paths.PUBLIC_ROOT:
         return _dicomweb(uri[len(paths.PUBLIC_ROOT):], method)
     if uri.startswith(paths.INTERNAL_ROOT):
@@ -89,8 +99,6 @@ def classify(uri: str, method: str, wado_query: dict[str, str] | None = None) ->
         )
     if method == GET and _VIEWER.match(uri):
         return Target(Scope.PUBLIC, "ohif", EVENT_APPLICATION_ACTIVITY)
-    if uri in _PLUGIN_PUBLIC:
-        return Target(Scope.PUBLIC, uri.removeprefix("/"), EVENT_USER_AUTHENTICATION)
-    if _PLUGIN_USER.match(uri):
-        return Target(Scope.USER, uri.split("/")[2], EVENT_APPLICATION_ACTIVITY)
+    if uri.startswith(PLUGIN_ROOT):
+        return _plugin(uri, method, routes)
     return Target(Scope.ADMIN, "orthanc", EVENT_APPLICATION_ACTIVITY)

@@ -8,6 +8,9 @@ from typing import Any
 
 from ..config import option, string_list
 from ..errors import ConfigError
+from .origin import normalize_origin
+from .throttle import DEFAULT_THROTTLE, ThrottleSettings
+from .throttle import parse as parse_throttle
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
@@ -58,6 +61,10 @@ class Settings:
     jwks_min_refresh_seconds: float
     token_cache_size: int
     study_cache_seconds: float
+    throttle: ThrottleSettings = DEFAULT_THROTTLE  # Gate.Throttle (throttle.py)
+    # Origins (scheme://host[:port]) of the public URL, accepted on cookie-authenticated
+    # writes besides the origin the request itself names (gate/origin.py).
+    public_origins: frozenset[str] = frozenset()
 
 
 def _is_unset(raw: Mapping[str, Any]) -> bool:
@@ -118,6 +125,23 @@ def _attribute_match(raw: Any, index: int) -> AttributeMatch:
     return match
 
 
+def _public_origins(raw: Mapping[str, Any]) -> frozenset[str]:
+    origins = set()
+    for url in string_list(raw, "PublicOrigins", ()):
+        origin = normalize_origin(url)
+        if not origin:
+            raise ConfigError(f"Gate.PublicOrigins: {url!r} is not an http(s) URL")
+        origins.add(origin)
+    return frozenset(origins)
+
+
+def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"Gate.{key} must be an object")
+    return value
+
+
 def parse(raw: Mapping[str, Any]) -> Settings:
     keys_raw = raw.get("Keys", [])
     if not isinstance(keys_raw, list):
@@ -159,6 +183,8 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         jwks_min_refresh_seconds=option(raw, "JwksMinRefreshSeconds", float, 30.0),
         token_cache_size=option(raw, "TokenCacheSize", int, 10000),
         study_cache_seconds=option(raw, "StudyCacheSeconds", float, 30.0),
+        throttle=parse_throttle(_mapping(raw, "Throttle")),
+        public_origins=_public_origins(raw),
     )
     if settings.leeway_seconds < 0 or settings.leeway_seconds > 300:
         raise ConfigError("Gate.LeewaySeconds must be between 0 and 300")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
@@ -25,9 +26,11 @@ class Share:
 
 
 class ShareRegistry:
-    def __init__(self, db: Database, signer: PluginSigner) -> None:
+    def __init__(self, db: Database, signer: PluginSigner, on_revoke: Callable[[str], None] | None = None) -> None:
         self._db = db
         self._signer = signer
+        # Told of each revocation that its caller does not audit itself (e.g. the AI token's).
+        self._on_revoke = on_revoke
         self._lock = threading.Lock()
         with db.engine.connect() as connection:
             rows = connection.execute(
@@ -51,13 +54,16 @@ class ShareRegistry:
             row = connection.execute(select(shares_table).where(shares_table.c.id == share_id)).first()
         return Share(**row._mapping) if row else None
 
-    def revoke(self, share_id: str) -> None:
+    def revoke(self, share_id: str, audited: bool = False) -> None:
+        """Revoke a share; ``audited``: the caller records it (else ``on_revoke`` is told)."""
         with self._lock:
             self._revoked.add(share_id)  # effective for the next request, before the write
             with self._db.engine.begin() as connection:
                 connection.execute(
                     update(shares_table).where(shares_table.c.id == share_id).values(revoked_at=time.time())
                 )
+        if self._on_revoke is not None and not audited:
+            self._on_revoke(share_id)
 
     def is_revoked(self, share_id: str) -> bool:
         return share_id in self._revoked

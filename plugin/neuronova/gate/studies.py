@@ -1,7 +1,9 @@
 """What the gate needs to know about studies, read from Orthanc and cached.
 
-The hierarchy (which study a series or instance belongs to) never changes, so it is cached
-for long; the facts a decision reads (PatientID, physician names) are cached briefly.
+The hierarchy (which study a series or instance belongs to) does not change while the
+resource exists, so it is cached for long, and dropped whenever anything is deleted (a
+series deleted and stored again under another study must not stay readable through its
+old study); the facts a decision reads (PatientID, physician names) are cached briefly.
 """
 
 from __future__ import annotations
@@ -77,9 +79,13 @@ class StudyDirectory:
             values[attribute] = tuple(v for v in str(raw).split("\\") if v) if raw else ()
         return StudyFacts(study_uid, orthanc_id, str(main.get("PatientID", "")), values)
 
-    def invalidate(self) -> None:
-        """Drop cached facts (a study arrived, changed or was deleted)."""
+    def invalidate(self, hierarchy: bool = False) -> None:
+        """Drop cached facts (a study arrived, changed or was deleted), and with
+        ``hierarchy`` the series/instance -> study cache too (something was deleted: Orthanc's
+        DELETED change names only an Orthanc id, gone by now, so all of it goes)."""
         self._facts.clear()
+        if hierarchy:
+            self._parents.clear()
         self.version += 1
 
     def study_of(self, level: str, uid: str) -> str | None:

@@ -1,4 +1,4 @@
-"""REST handlers of the HTJ2K package (admin-only: the gate classifies them so)."""
+"""REST handlers of the HTJ2K package (admin-only: registered with the ADMIN scope)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from ..gate import Gate
 from ..gate.api import require_admin
 from ..http import Request, Response, json_response
 from ..router import Router
+from ..scope import Scope
 from .service import Htj2kService
 
 
@@ -17,10 +18,10 @@ class Htj2kApi:
         self.service = service
 
     def register(self, router: Router) -> None:
-        router.add("GET", "/neuronova/htj2k/stats", self.stats)
-        router.add("GET", "/neuronova/htj2k/backfill", self.backfill_status)
-        router.add("POST", "/neuronova/htj2k/backfill", self.start_backfill)
-        router.add("GET", f"/neuronova/htj2k/studies/(?P<study>{UID})", self.study)
+        router.add("GET", "/neuronova/htj2k/stats", self.stats, scope=Scope.ADMIN)
+        router.add("GET", "/neuronova/htj2k/backfill", self.backfill_status, scope=Scope.ADMIN)
+        router.add("POST", "/neuronova/htj2k/backfill", self.start_backfill, scope=Scope.ADMIN)
+        router.add("GET", f"/neuronova/htj2k/studies/(?P<study>{UID})", self.study, scope=Scope.ADMIN)
 
     def stats(self, request: Request) -> Response:
         require_admin(self.gate, request)

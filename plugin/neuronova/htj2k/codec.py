@@ -4,11 +4,13 @@
     rendition.data                    # the Part 10 file to store beside the instance
     rendition.frames[n - 1]           # FrameSpan(offset, length) of frame n in .data
     frame_spans(stored_bytes)         # the same spans, recomputed from a stored file
-    uncompressed_frame(original, n)   # Explicit VR Little Endian bytes of frame n
+    uncompressed_frame(original, n)   # Explicit VR Little Endian bytes of frame n (reference
+                                      # decoder: never called in Orthanc's process, see serving)
 
 Pure: no Orthanc, no files; everything heavy (decoding, encoding, verification) happens in
-pydicom's decoders and imagecodecs, which release the GIL in their codecs, so
-:func:`encode_rendition` can run in a thread pool beside Orthanc's HTTP threads.
+pydicom's decoders and imagecodecs. Third-party decoders read stored data here, so these
+entry points run outside Orthanc's process (the encoder processes of :mod:`.service`);
+serving delegates decoding to Orthanc itself (:mod:`.orthanc_decoding`, issue 9).
 """
 
 from __future__ import annotations

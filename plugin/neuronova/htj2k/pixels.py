@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import get_expected_length, iter_pixels, pack_bits, pixel_array
+from pydicom.uid import UID
 
 from . import jpeg_decoder, syntaxes
 from .errors import NotEncodable
@@ -79,13 +80,39 @@ class PixelLayout:
 
 
 def read_dataset(dicom_bytes: bytes) -> Dataset:
-    """Parse a Part 10 file held in memory."""
+    """Parse a Part 10 file held in memory, or a bare data set as Orthanc stores it.
+
+    Orthanc accepts a data set without the Part 10 header (no preamble, no ``DICM``, no file
+    meta: what older modalities send) and stores those bytes as they came. Such a data set is
+    Implicit VR Little Endian by default (PS3.5 10.1); pydicom reads it only when forced, so
+    the file meta the rendition needs (its syntax, SOP class and instance) is filled in here.
+    """
     try:
-        return dcmread(io.BytesIO(dicom_bytes))
+        if dicom_bytes[128:132] == b"DICM":
+            return dcmread(io.BytesIO(dicom_bytes))
+        return _bare_dataset(dicom_bytes)
     except MemoryError:
+        raise
+    except NotEncodable:
         raise
     except Exception as exc:  # pydicom raises many types on malformed files
         raise NotEncodable(f"not a readable DICOM Part 10 file: {exc}") from exc
+
+
+def _bare_dataset(dicom_bytes: bytes) -> Dataset:
+    ds = dcmread(io.BytesIO(dicom_bytes), force=True)
+    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+        raise NotEncodable("not a readable DICOM Part 10 file, nor a data set with SOP Class and Instance UIDs")
+    implicit, little_endian = ds.original_encoding
+    if not little_endian:
+        raise NotEncodable("not a readable DICOM Part 10 file, nor a little endian data set")
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = UID(syntaxes.IMPLICIT_VR_LITTLE_ENDIAN if implicit is not False
+                                 else syntaxes.EXPLICIT_VR_LITTLE_ENDIAN)
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
+    return ds
 
 
 def transfer_syntax_of(ds: Dataset) -> str:
@@ -210,6 +237,10 @@ def uncompressed_frame(dicom_bytes: bytes, number: int) -> bytes:
     Only the header and the requested frame are read (pydicom decodes one frame from a
     file-like source), so serving frame after frame of a large multi-frame original does not
     parse or copy the whole Pixel Data each time.
+
+    Third-party decoders run here: never call this inside Orthanc's process (issue 9). The
+    server asks Orthanc's own decoders instead (:mod:`.orthanc_decoding`); this is the
+    reference of what a frame holds, for tests and for work outside Orthanc.
     """
     fp = io.BytesIO(dicom_bytes)
     try:
@@ -286,7 +317,7 @@ class NativeFrames:
 
 def native_frames(dicom_bytes: bytes) -> NativeFrames | None:
     """The frame layout of a native (not deflated) little-endian original whose frames are
-    whole bytes, or None: such frames are then served through :func:`uncompressed_frame`.
+    whole bytes, or None: such frames are then decoded by Orthanc (:mod:`.orthanc_decoding`).
     Computed once per instance by the server, so repeated frame requests only slice."""
     fp = io.BytesIO(dicom_bytes)
     try:

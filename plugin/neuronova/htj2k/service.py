@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..store import Database
 from ..store.schema import htj2k_renditions as table
 from .encapsulation import FrameSpan
 from .settings import Settings
+from .workers import SupervisedPool
 
 DONE, FAILED, SKIPPED = "done", "failed", "skipped"
 
@@ -157,7 +158,8 @@ class Htj2kService:
         clock = time.perf_counter()
         try:
             if self._pool is not None:
-                rendition = self._pool.submit(encode_rendition, original).result()
+                # at most Htj2k.EncodeTimeoutSeconds; a crashed or hung encoder is restarted
+                rendition = self._pool.run(encode_rendition, original)
             else:
                 rendition = encode_rendition(original)
         except NotEncodable as exc:
@@ -233,7 +235,7 @@ class Htj2kService:
             data = self.files.get(("htj2k", instance_id), version)
             if data is None:
                 data = self._host.rest_get(uri + "/data")
-                self.files.put(("htj2k", instance_id), data, version)
+                self.files.put(("htj2k", instance_id), data, version=version)
         except OrthancCallError:
             self._index.pop(instance_id, None)  # attachment gone (e.g. restored index): serve the original
             return None
@@ -248,7 +250,7 @@ class Htj2kService:
         data = self.files.get(("dicom", instance_id), version)
         if data is None:
             data = self._host.rest_get(f"/instances/{instance_id}/file")
-            self.files.put(("dicom", instance_id), data, version)
+            self.files.put(("dicom", instance_id), data, version=version)
         return data, version
 
     def with_rendition(self, sop_uids: list[str]) -> set[str]:
@@ -385,7 +387,7 @@ class Htj2kService:
         for _ in self._threads:
             self._queue.put(_STOP)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
 
 
 def _file_version() -> str:
@@ -399,17 +401,23 @@ def _lower_priority(nice: int) -> None:
     os.nice(nice)
 
 
-def _encoder_pool(settings: Settings) -> Executor | None:
+def _encoder_pool(settings: Settings) -> SupervisedPool | None:
     """Encoder processes: encoding holds the GIL for a few milliseconds of pydicom and NumPy
     work per frame, which would delay Orthanc's request threads (the gate's filter needs the
     GIL); separate processes keep it out of Orthanc's interpreter altogether.
 
     Orthanc embeds Python, so ``sys.executable`` is Orthanc itself: spawn an interpreter
-    explicitly. Spawned children receive the plugin's ``sys.path`` (venv first).
+    explicitly. Spawned children receive the plugin's ``sys.path`` (venv first). Supervised
+    (:mod:`.workers`): third-party decoders read stored data there, and one that crashes or
+    hangs costs its instance a failed rendition, not the pool.
     """
     if settings.processes == 0:
         return None
     context = multiprocessing.get_context("spawn")
     context.set_executable(settings.python)
-    return ProcessPoolExecutor(settings.processes, mp_context=context, initializer=_lower_priority,
-                               initargs=(settings.worker_nice,))
+
+    def factory(processes: int = settings.processes) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(processes, mp_context=context, initializer=_lower_priority,
+                                   initargs=(settings.worker_nice,))
+
+    return SupervisedPool(factory, settings.encode_timeout, single_factory=lambda: factory(1))

@@ -1,23 +1,26 @@
 """WADO-RS frames and instances, answered with the HTJ2K rendition when the client accepts it.
 
-Plugged into the DICOMweb front as its retrieve handler. Frames are cut out of the stored
-files by their spans (rendition) or by pydicom's frame reader (original), so nothing heavy
-runs under the GIL; every part is labelled with the transfer syntax its bytes really are.
+Plugged into the DICOMweb front as its retrieve handler. HTJ2K frames are cut out of the
+stored rendition by their spans, frames of native little-endian originals out of the
+original by their layout (a slice each, nothing heavy under the GIL). Everything that needs
+decoding or reading encapsulated pixel data is delegated to Orthanc's own decoders
+(:mod:`.orthanc_decoding`): no third-party codec reads stored data inside Orthanc's process
+(issue 9). Every part is labelled with the transfer syntax its bytes really are.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from ..caches import Cache
 from ..dicomweb.paths import DicomWebPath
+from ..dicomweb.rules import frame_list
 from ..dicomweb.urls import public_base
-from ..errors import HttpError
+from ..errors import HttpError, OrthancCallError
 from ..host import Host
 from ..http import Request, Response
 from ..multipart import Part, build
-from . import syntaxes
+from . import orthanc_decoding, syntaxes
 from .negotiation import (
     Available,
     Choice,
@@ -43,6 +46,7 @@ class Htj2kRetriever:
         # deleted and stored again is re-read after the TTL (and layouts are keyed by MD5).
         self._syntaxes: Cache[str, str] = Cache(max_entries=100000, ttl=300.0)
         self._native: Cache[tuple[str, str], NativeFrames] = Cache(max_entries=100000, ttl=3600.0)
+        self._frame_counts: Cache[str, int] = Cache(max_entries=100000, ttl=300.0)
 
     def handle(self, request: Request, path: DicomWebPath) -> Response | None:
         if path.action == "frames":
@@ -54,9 +58,8 @@ class Htj2kRetriever:
     # -- frames ---------------------------------------------------------------------------
 
     def _frames(self, request: Request, path: DicomWebPath) -> Response:
-        sop_uid, numbers = path.instance, path.frames
-        if not numbers or len(numbers) > MAX_FRAMES_PER_REQUEST or min(numbers) < 1:
-            raise HttpError(400, "frame numbers start at 1")
+        # Distinct numbers only, at most MAX_FRAMES of them (400): "1,1,1,..." is one frame.
+        sop_uid, numbers = path.instance, frame_list(path.frames)
         instance_id = self._host.lookup_instance(sop_uid)
         if instance_id is None:
             raise HttpError(404, "no such instance")
@@ -68,7 +71,7 @@ class Htj2kRetriever:
             # the attachment vanished between the two looks: ask again, now without HTJ2K
             choice = negotiate_frames(request.headers.get("accept"), Available(original_ts, False, True),
                                       single_part_ok=len(numbers) == 1)
-        payloads = [self._frame(instance_id, choice, rendition, n) for n in numbers]
+        payloads = [self._frame(instance_id, path.resource, choice, rendition, n) for n in numbers]
         if not choice.multipart:
             return Response(200, payloads[0], choice.part_content_type)
         # Part headers as DICOMweb 1.24 writes them: each frame's own public URL, its length.
@@ -77,36 +80,78 @@ class Htj2kRetriever:
                                     for n, p in zip(numbers, payloads, strict=True)], choice.media_type)
         return Response(200, body, content_type)
 
-    def _frame(self, instance_id: str, choice: Choice, rendition: StoredRendition | None, number: int) -> bytes:
-        from .codec import uncompressed_frame
-        from .errors import NotEncodable
-
+    def _frame(self, instance_id: str, resource: str, choice: Choice, rendition: StoredRendition | None,
+               number: int) -> bytes:
         if choice.representation is Representation.HTJ2K:
             assert rendition is not None
             if number > len(rendition.frames):
                 raise HttpError(404, f"frame {number} does not exist (the instance has {len(rendition.frames)})")
             offset, length = rendition.frames[number - 1]
             return rendition.data[offset:offset + length]
-        original, version = self._service.original_with_version(instance_id)
-        try:
-            if choice.representation is Representation.UNCOMPRESSED:
-                layout = self._native.get((instance_id, version))
-                if layout is None:
-                    layout = native_frames(original) or _NOT_NATIVE
-                    self._native.put((instance_id, version), layout)
-                if layout is not _NOT_NATIVE:
+        if choice.representation is Representation.UNCOMPRESSED:
+            original, version = self._service.original_with_version(instance_id)
+            layout = self._native.get((instance_id, version))
+            if layout is None:
+                # header parsing only (no pixel decoding): native little-endian frames are slices
+                layout = native_frames(original) or _NOT_NATIVE
+                self._native.put((instance_id, version), layout)
+            if layout is not _NOT_NATIVE:
+                try:
                     return layout.frame(original, number)
-                return uncompressed_frame(original, number)
-            return _original_frame(original, number)
-        except IndexError as exc:
-            raise HttpError(404, str(exc)) from exc
-        except NotEncodable as exc:
-            raise HttpError(406, f"this frame cannot be served uncompressed: {exc.reason}") from exc
+                except IndexError as exc:
+                    raise HttpError(404, str(exc)) from exc
+            self._check_frame_number(instance_id, number)
+            return self._decoded_frame(instance_id, resource, number, version)
+        self._check_frame_number(instance_id, number)
+        return orthanc_decoding.original_frame(self._host, instance_id, number)
+
+    def _decoded_frame(self, instance_id: str, resource: str, number: int, version: str) -> bytes:
+        """Frame ``number`` decoded by Orthanc. Orthanc transcodes the whole instance to Explicit
+        VR Little Endian once (DCMTK, GDCM for JPEG 2000; Orthanc caches it as well) and frames
+        are sliced from that file: the very bytes DICOMweb 1.24 answers (measured), but a frame
+        list costs one transcoding instead of one per frame. Frames that are not whole bytes
+        (Bits Allocated 1), or an instance Orthanc cannot transcode whole, go through the
+        DICOMweb plugin's frame route, one frame per call (its refusal then names the frame)."""
+        key = ("explicit-le", instance_id)
+        try:
+            data = self._service.files.get(key, version)
+            if data is None:
+                data = orthanc_decoding.uncompressed_instance(self._host, instance_id)
+                self._service.files.put(key, data, version=version)
+        except HttpError:
+            return orthanc_decoding.uncompressed_frame(self._host, resource, number)
+        layout = self._native.get((instance_id + "|explicit-le", version))
+        if layout is None:
+            layout = native_frames(data) or _NOT_NATIVE
+            self._native.put((instance_id + "|explicit-le", version), layout)
+        if layout is _NOT_NATIVE or number > layout.count:
+            return orthanc_decoding.uncompressed_frame(self._host, resource, number)
+        return layout.frame(data, number)
+
+    def _check_frame_number(self, instance_id: str, number: int) -> None:
+        """404 for a frame beyond Number of Frames (as Orthanc indexed it), before Orthanc's
+        decoders are asked (their refusal would read as "cannot be decoded")."""
+        count = self._frame_counts.get(instance_id)
+        if count is None:
+            tags = self._host.rest_get_json(f"/instances/{instance_id}").get("MainDicomTags", {})
+            raw = str(tags.get("NumberOfFrames", "") or "1").strip()
+            count = int(raw) if raw.isdigit() and int(raw) > 0 else 1
+            self._frame_counts.put(instance_id, count)
+        if number > count:
+            raise HttpError(404, f"frame {number} does not exist (the instance has {count})")
 
     def _transfer_syntax(self, instance_id: str) -> str:
         cached = self._syntaxes.get(instance_id)
         if cached is None:
-            cached = self._host.rest_get(f"/instances/{instance_id}/metadata/TransferSyntax").decode().strip()
+            try:
+                cached = self._host.rest_get(f"/instances/{instance_id}/metadata/TransferSyntax").decode().strip()
+            except OrthancCallError as exc:
+                if exc.status != 404:
+                    raise
+                # No file meta (a data set sent without the Part 10 header, as older
+                # modalities do): Orthanc records no syntax; such a data set is Implicit VR
+                # Little Endian (PS3.5 10.1, the default transfer syntax).
+                cached = syntaxes.IMPLICIT_VR_LITTLE_ENDIAN
             self._syntaxes.put(instance_id, cached)
         return cached
 
@@ -147,7 +192,7 @@ class Htj2kRetriever:
             elif choice.representation is Representation.ORIGINAL:
                 payload = self._service.original(instance_id)
             else:
-                payload = _uncompressed_instance(self._service.original(instance_id))
+                payload = orthanc_decoding.uncompressed_instance(self._host, instance_id)
             parts.append(Part(choice.part_content_type, payload, _part_headers(payload)))
             if not choice.multipart:
                 return Response(200, payload, choice.part_content_type)
@@ -159,35 +204,3 @@ def _part_headers(payload: bytes | bytearray | memoryview, location: str = "") -
     headers = {"Content-Location": location} if location else {}
     headers.update({"Content-Length": str(len(payload)), "MIME-Version": "1.0"})
     return headers
-
-
-def _original_frame(original: bytes, number: int) -> bytes:
-    """Frame ``number`` of an encapsulated original, as stored (its own transfer syntax)."""
-    from pydicom import dcmread
-    from pydicom.encaps import generate_frames
-
-    ds = dcmread(io.BytesIO(original))
-    frames = int(ds.get("NumberOfFrames") or 1)
-    if not 1 <= number <= frames:
-        raise IndexError(f"frame {number} does not exist (the instance has {frames})")
-    for index, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames), 1):
-        if index == number:
-            return bytes(frame)
-    raise IndexError(f"frame {number} is missing from the pixel data")
-
-
-def _uncompressed_instance(original: bytes) -> bytes:
-    """The instance decompressed to Explicit VR Little Endian (rare: a client that asked for it)."""
-    from pydicom import dcmread
-    from pydicom.uid import UID
-
-    ds = dcmread(io.BytesIO(original))
-    try:
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
-            ds.decompress()
-        out = io.BytesIO()
-        ds.file_meta.TransferSyntaxUID = UID(syntaxes.EXPLICIT_VR_LITTLE_ENDIAN)
-        ds.save_as(out, enforce_file_format=True, little_endian=True, implicit_vr=False)
-    except Exception as exc:
-        raise HttpError(406, f"this instance cannot be served uncompressed: {exc}") from exc
-    return out.getvalue()

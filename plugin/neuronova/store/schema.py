@@ -123,3 +123,37 @@ ai_pending = Table(
     Column("study_id", String(64), primary_key=True),  # Orthanc identifier
     Column("seen_at", Float, nullable=False),
 )
+
+# Instances that arrived with a StudyInstanceUID already filed under another PatientID
+# (gate/collisions.py). They are stored as Orthanc received them; while a row is
+# "quarantined" its study is hidden from every non-admin answer.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", String(32), primary_key=True),  # uuid4 hex
+    Column("sop_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),  # of the arriving instance
+    Column("existing_patient_ids", Text, nullable=False),  # JSON list: whom the study belonged to
+    Column("origin", String(32), nullable=False),  # DICOM_PROTOCOL | REST_API | PLUGIN | ...
+    Column("received_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # quarantined | released | deleted
+    Column("resolved_by", String(255), nullable=False),
+    Column("resolved_at", Float, nullable=True),
+    Index("ix_quarantine_study", "study_uid"),
+    Index("ix_quarantine_status", "status"),
+)
+
+# Admin sessions of the login page (gate/sessions.py): the cookie carries the id, signed;
+# logout marks the row revoked, which every node honours.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Index("ix_sessions_expires", "expires_at"),
+)

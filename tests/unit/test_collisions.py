@@ -1,0 +1,124 @@
+"""Patient collisions (gate/collisions.py): detected on arrival, quarantined, hidden, resolved."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neuronova import audit
+from neuronova.audit import AuditWriter
+from neuronova.gate import Gate
+from neuronova.gate.collisions import QUARANTINED, RELEASED, CollisionGuard
+from neuronova.store import Database, open_database
+
+from .fakes import FakeHost, FakeStudy
+from .gate_fixtures import ORDERING_MATCH, bearer, gate_settings_for_tests
+
+GET = 1
+
+
+class IndexHost(FakeHost):
+    """FakeHost whose /tools/find answers carry the PatientID, and whose "DICOM files" are JSON."""
+
+    def parse_dicom(self, dicom: bytes) -> dict[str, Any] | None:
+        try:
+            parsed = json.loads(dicom)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    def rest_post(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
+        self._check()
+        assert uri == "/tools/find"
+        query = json.loads(body)["Query"]
+        found = [s for s in self.studies.values() if s.uid == query.get("StudyInstanceUID")]
+        return json.dumps([{"MainDicomTags": {"StudyInstanceUID": s.uid},
+                            "PatientMainDicomTags": {"PatientID": s.patient_id}} for s in found]).encode()
+
+
+def instance(study: str, patient: str, sop: str = "9.9.9.1") -> bytes:
+    return json.dumps({"0020,000d": study, "0010,0020": patient, "0008,0018": sop, "0020,000e": study + ".1"}).encode()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[CollisionGuard, Gate, IndexHost, Database, AuditWriter]]:
+    host = IndexHost([
+        FakeStudy("1.1", "P1", {"ReferringPhysicianName": "HOUSE^GREGORY"}, {"1.1.1": ["1.1.1.1"]}),
+    ])
+    db = open_database(f"sqlite:///{tmp_path}/store.sqlite")
+    writer = AuditWriter(db)
+    settings = gate_settings_for_tests(ORDERING_MATCH)
+    gate = Gate(settings, host, db, writer)
+    yield CollisionGuard(host, db, gate), gate, host, db, writer
+    writer.close()
+
+
+
+
+def both_allow(guard: CollisionGuard, gate: Gate, uri: str, headers: dict[str, str]) -> bool:
+    return (gate.allow_request(uri, GET, "127.0.0.1", headers, {})
+            and guard.allow_request(uri, GET, "127.0.0.1", headers, {}))
+
+
+def test_an_instance_of_another_patient_is_quarantined_and_audited(world: Any) -> None:
+    guard, gate, _host, db, writer = world
+    assert guard.check(instance("1.1", "P1"), "REST_API") is None  # same patient: no collision
+    assert guard.hidden_studies() == frozenset()
+    found = guard.check(instance("1.1", "P9"), "DICOM_PROTOCOL")
+    assert found is not None and found.status == QUARANTINED
+    assert (found.study_uid, found.patient_id, found.existing_patient_ids) == ("1.1", "P9", ("P1",))
+    assert guard.hidden_studies() == frozenset({"1.1"})
+    # the next instance of the intruder collides too, and the record survives a restart
+    assert guard.check(instance("1.1", "P9", "9.9.9.2"), "DICOM_PROTOCOL") is not None
+    assert CollisionGuard(_host, db, gate).hidden_studies() == frozenset({"1.1"})
+    assert len(guard.list(QUARANTINED)) == 2
+    writer.flush()
+    alerts = [r for r in audit.query(db, study="1.1") if r["route"] == "collision"]
+    assert len(alerts) == 2 and all(r["event_type"] == "110113" and r["decision"] == "deny" for r in alerts)
+
+
+def test_two_new_patients_on_one_new_study_collide_before_either_is_indexed(world: Any) -> None:
+    guard = world[0]
+    assert guard.check(instance("7.7", "P5"), "DICOM_PROTOCOL") is None  # Orthanc has not stored it yet
+    assert guard.check(instance("7.7", "P6"), "DICOM_PROTOCOL") is not None
+
+
+def test_not_dicom_or_no_study_is_left_to_orthanc(world: Any) -> None:
+    guard = world[0]
+    assert guard.check(b"not dicom", "REST_API") is None
+    assert guard.check(json.dumps({"0010,0020": "P9"}).encode(), "REST_API") is None
+
+
+def test_study_reads_of_a_quarantined_study_are_denied_to_non_admins_only(world: Any) -> None:
+    guard, gate, _host, _db, _writer = world
+    doctor = bearer("doctor", name="HOUSE^GREGORY")
+    uri = "/dicom-web/studies/1.1/metadata"
+    assert both_allow(guard, gate, uri, doctor)
+    guard.check(instance("1.1", "P9"), "DICOM_PROTOCOL")
+    assert not both_allow(guard, gate, uri, doctor)
+    assert not both_allow(guard, gate, "/dicom-web/studies/1.1/series/1.1.1/instances/1.1.1.1", doctor)
+    assert both_allow(guard, gate, uri, bearer("admin"))
+    # searches are not refused: the DICOMweb front leaves the study out of their answers
+    assert both_allow(guard, gate, "/dicom-web/studies", doctor)
+
+
+def test_release_shows_the_study_again(world: Any) -> None:
+    guard, gate, _host, _db, _writer = world
+    found = guard.check(instance("1.1", "P9"), "DICOM_PROTOCOL")
+    assert found is not None
+    released = guard.resolve(found, RELEASED, "admin")
+    assert released.status == RELEASED and released.resolved_by == "admin" and released.resolved_at
+    assert guard.hidden_studies() == frozenset()
+    assert both_allow(guard, gate, "/dicom-web/studies/1.1/metadata", bearer("doctor", name="HOUSE^GREGORY"))
+
+
+def test_an_instance_that_cannot_be_checked_is_quarantined(world: Any) -> None:
+    guard, _gate, host, _db, _writer = world
+    host.fail = True  # Orthanc's index cannot be read
+    found = guard.check(instance("5.5", "P5"), "REST_API")
+    assert found is not None and found.existing_patient_ids == ("(index lookup failed)",)
+    assert guard.hidden_studies() == frozenset({"5.5"})
