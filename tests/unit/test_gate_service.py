@@ -129,3 +129,29 @@ def test_share_identity_is_bound_to_one_study_and_revocable(gate: tuple[Gate, Fa
     g.shares.revoke(share.id)
     assert not allowed(g, "/dicom-web/studies/1.1/metadata", headers)
     assert not allowed(g, "/neuronova/me", headers)
+
+
+def test_parallel_first_requests_with_one_credential_are_verified_once(gate: tuple[Gate, FakeHost, Any]) -> None:
+    """Four upload connections opened at once with the same basic credentials: one scrypt,
+    and no connection refused as "busy" while it runs (a slow check stands for the scrypt)."""
+    import threading
+    import time as clock
+
+    g, _, _ = gate
+    basic = {"authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+    checks: list[str] = []
+    check_password = g.check_password
+
+    def slow(user: str, password: str, ip: str = "") -> bool:
+        checks.append(user)
+        clock.sleep(0.6)  # longer than the wait for the single password-check slot
+        return check_password(user, password, ip)
+
+    g.check_password = slow  # type: ignore[method-assign]
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(allowed(g, "/instances", basic))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert results == [True] * 4 and checks == ["admin"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
@@ -44,6 +45,8 @@ from .tokens import FetchJson, PluginSigner, TokenError, TokenVerifier, fetch_js
 SESSION_COOKIE = "neuronova_session"
 METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
 NEGATIVE_CACHE_SECONDS = 30.0
+# How long a request waits for another thread already verifying the same credential.
+VERIFY_WAIT_SECONDS = 5.0
 
 
 class AuthError(Exception):
@@ -87,6 +90,8 @@ class Gate:
         self._identities: Cache[str, Identity] = Cache(max_entries=settings.token_cache_size, ttl=3600.0,
                                                        clock=time.time)
         self._rejections: Cache[str, str] = Cache(max_entries=settings.token_cache_size, ttl=NEGATIVE_CACHE_SECONDS)
+        self._verifying: dict[str, threading.Event] = {}
+        self._verifying_lock = threading.Lock()
         self._visibility: Cache[tuple[object, ...], Visibility] = Cache(
             max_entries=settings.token_cache_size, ttl=settings.study_cache_seconds)
 
@@ -116,6 +121,32 @@ class Gate:
     def _cached(self, kind: str, credential: str, verify: Callable[[str], Identity]) -> Identity:
         # Keyed by kind too: a session cookie replayed as a bearer token is a different entry.
         digest = hashlib.sha256(f"{kind} {credential}".encode()).hexdigest()  # no raw secrets as keys
+        known = self._known(digest)
+        if known is not None:
+            return known
+        # One verification per credential at a time: clients that open several connections
+        # with the same new credential (parallel uploads) wait for the first one's verdict
+        # instead of each queueing for the single scrypt slot (and being refused as busy).
+        with self._verifying_lock:
+            other = self._verifying.get(digest)
+            if other is None:
+                mine = self._verifying[digest] = threading.Event()
+        if other is not None:
+            other.wait(VERIFY_WAIT_SECONDS)
+            known = self._known(digest)
+            if known is not None:
+                return known
+            return self._verify(digest, credential, verify)
+        try:
+            return self._verify(digest, credential, verify)
+        finally:
+            with self._verifying_lock:
+                del self._verifying[digest]
+            mine.set()
+
+    def _known(self, digest: str) -> Identity | None:
+        """The cached verdict on a credential: its identity, None when unknown, AuthError when
+        it was rejected or its identity no longer holds."""
         identity = self._identities.get(digest)
         if identity is not None:
             if identity.expires_at <= time.time():
@@ -128,6 +159,9 @@ class Gate:
         rejected = self._rejections.get(digest)
         if rejected is not None:
             raise AuthError(rejected)
+        return None
+
+    def _verify(self, digest: str, credential: str, verify: Callable[[str], Identity]) -> Identity:
         try:
             identity = verify(credential)
         except Throttled:
