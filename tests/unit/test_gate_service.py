@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,17 +90,27 @@ def test_an_exception_inside_the_gate_denies_and_is_audited(gate: tuple[Gate, Fa
     assert any("denied GET /dicom-web/studies/1.1/metadata" in line for line in host.logs)
 
 
-def test_credentials_are_cached_and_basic_auth_is_verified_once(gate: tuple[Gate, FakeHost, Any]) -> None:
-    g, _, _ = gate
-    basic = {"authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+ADMIN_BASIC = {"authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+
+
+def count_password_checks(g: Gate, seconds: float = 0.0) -> list[str]:
+    """Record (and optionally slow down, as a real scrypt is slow) every password check."""
     checks: list[str] = []
     check_password = g.check_password
 
     def counting(user: str, password: str, ip: str = "") -> bool:
         checks.append(user)
+        time.sleep(seconds)
         return check_password(user, password, ip)
 
     g.check_password = counting  # type: ignore[method-assign]
+    return checks
+
+
+def test_credentials_are_cached_and_basic_auth_is_verified_once(gate: tuple[Gate, FakeHost, Any]) -> None:
+    g, _, _ = gate
+    basic = ADMIN_BASIC
+    checks = count_password_checks(g)
     for _ in range(200):
         assert allowed(g, "/system", basic)
     assert checks == ["admin"]  # one scrypt, then the cached identity
@@ -135,19 +146,10 @@ def test_parallel_first_requests_with_one_credential_are_verified_once(gate: tup
     """Four upload connections opened at once with the same basic credentials: one scrypt,
     and no connection refused as "busy" while it runs (a slow check stands for the scrypt)."""
     import threading
-    import time as clock
 
     g, _, _ = gate
-    basic = {"authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
-    checks: list[str] = []
-    check_password = g.check_password
-
-    def slow(user: str, password: str, ip: str = "") -> bool:
-        checks.append(user)
-        clock.sleep(0.6)  # longer than the wait for the single password-check slot
-        return check_password(user, password, ip)
-
-    g.check_password = slow  # type: ignore[method-assign]
+    basic = ADMIN_BASIC
+    checks = count_password_checks(g, seconds=0.6)  # longer than the wait for the password-check slot
     results: list[bool] = []
     threads = [threading.Thread(target=lambda: results.append(allowed(g, "/instances", basic))) for _ in range(4)]
     for t in threads:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..caches import Cache
 from ..dicomweb.paths import DicomWebPath
-from ..dicomweb.rules import frame_list
+from ..dicomweb.rules import check_answer_size, frame_list
 from ..dicomweb.urls import public_base
 from ..errors import HttpError, OrthancCallError
 from ..host import Host
@@ -34,8 +34,6 @@ from .pixels import NativeFrames, native_frames
 from .service import Htj2kService, StoredRendition
 
 _NOT_NATIVE = NativeFrames(0, 0, 0)  # cached answer "frames of this original need decoding"
-
-MAX_FRAMES_PER_REQUEST = 10000
 
 
 class Htj2kRetriever:
@@ -71,7 +69,14 @@ class Htj2kRetriever:
             # the attachment vanished between the two looks: ask again, now without HTJ2K
             choice = negotiate_frames(request.headers.get("accept"), Available(original_ts, False, True),
                                       single_part_ok=len(numbers) == 1)
-        payloads = [self._frame(instance_id, path.resource, choice, rendition, n) for n in numbers]
+        payloads: list[bytes] = []
+        total = 0
+        for number in numbers:
+            # Bounded while collected, not once built: a long list of large frames is refused
+            # (413) as soon as it would pass the limit, before it all sits in memory.
+            payloads.append(self._frame(instance_id, path.resource, choice, rendition, number))
+            total += len(payloads[-1])
+            check_answer_size(total)
         if not choice.multipart:
             return Response(200, payloads[0], choice.part_content_type)
         # Part headers as DICOMweb 1.24 writes them: each frame's own public URL, its length.
