@@ -22,5 +22,5 @@ RUN /opt/neuronova/scripts/install --runtime-only \
 VOLUME /var/lib/neuronova
 EXPOSE 8042 4242
 # orthanc.json is used as is: ports 8042/4242, remote access on, secrets from the environment.
-# runtime-exec preloads the thread stack floor (scripts/lib/stack-floor.c) into Orthanc.
+# runtime-exec preloads scripts/lib/preload.c (thread stack floor, DICOM on loopback) into Orthanc.
 CMD ["/opt/neuronova/scripts/runtime-exec", "/usr/sbin/Orthanc", "/opt/neuronova/orthanc.json"]

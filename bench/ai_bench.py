@@ -1,7 +1,18 @@
 """AI jobs: time from STABLE_STUDY to the inference request reaching the service, and jobs
-per second against an instant stub service.
+per second against an instant stub service; or, with ``--seed``, STABLE_STUDY -> SEG + SR
+stored against the reference service answering the seed's contract.
 
     .venv/bin/python -m bench.ai_bench [--studies 10] [--jobs 40] [--workers 2]
+    .venv/bin/python -m bench.ai_bench --seed [--delay 0[,2,...]] [--studies 10] [--slices 10] [--concurrency 1]
+
+``--seed``: the real reference service (``ai_client.reference_service``, ``answer="seed"``:
+only job_id, risk_score, segmentation, confidence, processing_time) pulls each series through
+the gate with its share token, analyses it, and waits ``--delay`` more seconds (a stand-in
+for a real model's time). Studies are sent ``--concurrency`` at a time; for each, the bench
+reports STABLE_STUDY (the job's ``triggered_at``) -> SEG + SR stored in Orthanc (the job's
+``finished_at``, written after both ``POST /instances`` answered), and the inference itself
+(request sent -> answer received, the job's ``inference_seconds``), as p50 and p99, against
+the seed's target: inference answered in under 30 s at p99.
 
 One Orthanc + NeuroNova (scripts/run, StableAge 1 s) and a stub inference service on
 loopback that answers at once (a valid contract answer, optionally with one mask per frame)
@@ -21,6 +32,7 @@ Each job builds and stores a TID 1500 SR (and a SEG with masks) into Orthanc.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -168,12 +180,89 @@ def throughput(server: OrthancServer, stub: Stub, count: int, masks: bool) -> No
           f"{statistics.median(inference) * 1000:.0f} ms)")
 
 
+def seed_latency(server: OrthancServer, count: int, slices: int, concurrency: int, delay: float) -> dict[str, Any]:
+    """STABLE_STUDY -> stored SEG + SR, and the inference time, against the seed mode."""
+    stored, inference, failures = [], [], []
+    sent = 0
+    while sent < count:
+        batch = min(concurrency, count - sent)
+        studies = []
+        for _ in range(batch):
+            datasets = mr_head_series(seed=f"bench-seed-{uuid.uuid4()}", slices=slices)
+            for ds in datasets:
+                ds.StudyDescription = "seed bench"
+                requests.post(server.base + "/instances", data=part10(ds), auth=server.admin,
+                              timeout=30).raise_for_status()
+            studies.append(str(datasets[0].StudyInstanceUID))
+        for study in studies:
+            job = wait_jobs(server, study, timeout=120 + 2 * delay * count)
+            kinds = sorted(o["type"] for o in (job.get("result") or {}).get("objects", []))
+            if job["status"] != "succeeded" or kinds != ["SEG", "SR"]:
+                failures.append(job)
+                continue
+            stored.append(epoch(job["finished_at"]) - epoch(job["triggered_at"]))
+            inference.append(float(job["result"]["inference_seconds"]))
+        sent += batch
+    if failures:
+        raise RuntimeError(f"{len(failures)} job(s) without SEG + SR: {failures[0]}")
+    figures = {
+        "studies": count, "slices": slices, "concurrency": concurrency, "delay_seconds": delay,
+        "stored_p50_s": round(pct(stored, 0.5), 3), "stored_p99_s": round(pct(stored, 0.99), 3),
+        "inference_p50_s": round(pct(inference, 0.5), 3), "inference_p99_s": round(pct(inference, 0.99), 3),
+    }
+    figures["seed_target_met"] = figures["inference_p99_s"] < 30.0
+    print(f"STABLE_STUDY -> SEG + SR stored, seed contract ({count} studies of {slices} slices, {concurrency} at a "
+          f"time, service delay {delay:g} s)")
+    print(f"  stored     p50 {figures['stored_p50_s'] * 1000:8.0f} ms   p99 {figures['stored_p99_s'] * 1000:8.0f} ms"
+          f"   max {max(stored) * 1000:8.0f} ms")
+    print(f"  inference  p50 {figures['inference_p50_s'] * 1000:8.0f} ms   p99 "
+          f"{figures['inference_p99_s'] * 1000:8.0f} ms   (seed target: p99 < 30 s: "
+          f"{'met' if figures['seed_target_met'] else 'NOT met'})")
+    print(json.dumps(figures))
+    return figures
+
+
+def run_seed(args: argparse.Namespace) -> None:
+    from ai_client.reference_service import ReferenceServer, ServiceConfig
+
+    delays = [float(d) for d in str(args.delay).split(",") if d.strip()]
+    service = ReferenceServer("127.0.0.1", 0, ServiceConfig(max_concurrent=max(args.workers, args.concurrency),
+                                                            answer="seed", delay_seconds=delays[0]))
+    service.start_background()
+    folder = Path(tempfile.mkdtemp(prefix="ai-bench-seed-"))
+    server = start_orthanc(folder, env={"NEURONOVA_INFERENCE_URL": service.url, "NEURONOVA_STABLE_AGE": "1",
+                                        "NEURONOVA_ADMIN_PASSWORD": "bench-admin-password"},
+                           overlay={"NeuroNova": {"Ai": {
+                               "Workers": args.workers, "PollSeconds": 1,
+                               "Rules": [{"Name": "bench", "ModalitiesInStudy": ["MR"], "StudyDescription": "^seed",
+                                          "Models": ["stroke_risk"]}]}}})
+    try:
+        print(f"NeuroNova AI bench: Orthanc + plugin, reference service in seed mode, {args.workers} workers, "
+              f"StableAge 1 s, loopback\n")
+        for n, delay in enumerate(delays):
+            if n:
+                print()
+            service.config = dataclasses.replace(service.config, delay_seconds=delay)  # read per request
+            seed_latency(server, args.studies, args.slices, args.concurrency, delay)
+    finally:
+        server.stop()
+        service.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=10, help="studies for the latency part")
     parser.add_argument("--jobs", type=int, default=40, help="jobs per throughput run")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", action="store_true", help="STABLE_STUDY -> SEG + SR against the seed mode")
+    parser.add_argument("--delay", default="0", help="--seed: seconds the service adds per analysis; a comma "
+                        "list (0,2) runs each in turn on the same Orthanc")
+    parser.add_argument("--slices", type=int, default=10, help="--seed: slices per study (at most 10)")
+    parser.add_argument("--concurrency", type=int, default=1, help="--seed: studies sent at once")
     args = parser.parse_args()
+    if args.seed:
+        run_seed(args)
+        return
     stub = Stub()
     folder = Path(tempfile.mkdtemp(prefix="ai-bench-"))
     server = start_orthanc(folder, env={"NEURONOVA_INFERENCE_URL": stub.url, "NEURONOVA_STABLE_AGE": "1",
@@ -183,7 +272,7 @@ def main() -> None:
                                "Rules": [{"Name": "bench", "ModalitiesInStudy": ["MR"], "StudyDescription": "^latency",
                                           "Models": ["stroke_risk"]}]}}})
     try:
-        print(f"NeuroNova AI bench: Orthanc 1.10.1 + plugin, instant stub service, {args.workers} workers, "
+        print(f"NeuroNova AI bench: Orthanc + plugin, instant stub service, {args.workers} workers, "
               f"StableAge 1 s, loopback\n")
         latency(server, stub, args.studies)
         print(f"\nThroughput, {args.jobs} jobs submitted at once through POST /neuronova/ai/jobs")

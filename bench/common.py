@@ -24,10 +24,10 @@ from tests.support.orthanc_server import OrthancServer, start_orthanc  # noqa: E
 __all__ = ["BARE_PLUGINS", "ROOT", "BareOrthanc", "OrthancServer", "WrkResult", "start_bare", "start_gated", "wrk"]
 
 
-def start_gated(env: dict[str, str] | None = None,
-                overlay: dict[str, object] | None = None) -> tuple[OrthancServer, Path]:
+def start_gated(env: dict[str, str] | None = None, overlay: dict[str, object] | None = None,
+                script: str = "scripts/run") -> tuple[OrthancServer, Path]:
     folder = Path(tempfile.mkdtemp(prefix="gated-orthanc-"))
-    return start_orthanc(folder, env=env, overlay=overlay), folder
+    return start_orthanc(folder, env=env, overlay=overlay, script=script), folder
 
 
 @dataclass

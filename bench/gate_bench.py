@@ -1,7 +1,7 @@
 """Gate overhead: WADO-RS frames, study metadata and QIDO, bare Orthanc versus NeuroNova.
 
     .venv/bin/python -m bench.gate_bench [--seconds 8] [--slices 20] [--clients 4,32]
-                                         [--allow-threads on|off] [--json]
+                                         [--allow-threads on|off] [--workloads QIDO,...] [--json]
 
 Both servers run on this machine with the same study (512x512 16-bit CT slices built
 from a real CT with fresh UIDs); wrk drives 4 (then 32) concurrent clients on loopback. The
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=20)
     parser.add_argument("--clients", default="4,32", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--allow-threads", choices=("on", "off"), default="on")
+    parser.add_argument("--run-script", default="scripts/run", help="scripts/run of another checkout, to compare")
+    parser.add_argument("--workloads", default="", help="comma-separated names to run (default: all), e.g. QIDO")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     client_counts = [int(c) for c in args.clients.split(",")]
@@ -40,7 +42,7 @@ def main() -> None:
     study = make_study("693_UNCR.dcm", patient_id="BENCH", patient_name="BENCH^CT", slices=args.slices)
     bare = start_bare()
     gated, _ = start_gated({"NEURONOVA_JWT_SECRET": secret, "NEURONOVA_ADMIN_PASSWORD": "bench-admin"},
-                           overlay={"Python": {"AllowThreads": args.allow_threads == "on"}})
+                           overlay={"Python": {"AllowThreads": args.allow_threads == "on"}}, script=args.run_script)
     added_p99: dict[str, float] = {}
     throughput: dict[str, float] = {}
     try:
@@ -59,6 +61,8 @@ def main() -> None:
             "study metadata": [f"/dicom-web/studies/{s}/metadata"],
             "QIDO studies": ["/dicom-web/studies?PatientID=BENCH"],
         }
+        chosen = [w.strip().lower() for w in args.workloads.split(",") if w.strip()]
+        workloads = {k: v for k, v in workloads.items() if not chosen or any(c in k.lower() for c in chosen)}
         accept = {
             "frames, any TS": {"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
             "frames, uncomp.": {"Accept": 'multipart/related; type="application/octet-stream"; '

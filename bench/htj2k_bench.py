@@ -1,24 +1,37 @@
 """HTJ2K renditions: encode speed, ingest with HTJ2K on versus bare Orthanc, bytes served.
 
-    .venv/bin/python -m bench.htj2k_bench [--slices 200] [--noise 0]
+    .venv/bin/python -m bench.htj2k_bench [--slices 200] [--noise 0] [--json]
 
 The study is the issue's recipe: N slices of a real 512x512 16-bit CT (pydicom-data's
 693_UNCR) with new UIDs; ``--noise 8`` adds Gaussian noise (sigma 8) per slice, which is
 closer to raw scanner output and much harder to compress. Both servers run here; the
-upload uses 4 concurrent HTTP clients on loopback.
+upload uses 4 concurrent HTTP clients on loopback. Both servers first ingest a small study
+of their own (and the gated one encodes it), so neither run pays for start-up work; with
+``--rounds`` the servers take turns in a rotating order (an upload's dirty pages slow the
+next one's fsyncs).
+
+The machine's limit (issue 12) is measured in the same run: ingesting and then encoding
+everything one after the other, L = 1 / (1 / bare ingest MB/s + 1 / in-process
+encode+verify+package MB/s on every core). ``--json`` prints, as the very last line, one
+JSON object with the ratios (``end_to_end_vs_limit``, ``ingest_vs_bare``) and rates.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
 
-from bench.common import start_bare, start_gated
+from bench.common import BareOrthanc, OrthancServer, start_bare, start_gated
 from neuronova.htj2k.codec import encode_rendition
 from neuronova.multipart import parse as parse_multipart
 from tests.support.dicom_factory import make_study, to_bytes
@@ -53,45 +66,132 @@ def upload(base: str, files: list[bytes], auth: tuple[str, str] | None) -> float
     return time.perf_counter() - started
 
 
+@dataclass
+class Round:
+    """One measurement on fresh data: the encoders alone, bare ingest, gated ingest and renditions."""
+
+    encode_one: float  # MB/s, in process, one thread
+    encode_every: float  # MB/s, in process, every core
+    bare_seconds: float
+    gated_seconds: float
+    all_done_seconds: float  # from the gated upload's start until every rendition is stored
+    stats: dict[str, Any]
+    off_seconds: float | None = None  # the gated server with HTJ2K off (--gate-alone)
+
+    def figures(self, mb: float) -> dict[str, float]:
+        bare_rate, end_to_end = mb / self.bare_seconds, mb / self.all_done_seconds
+        limit = 1 / (1 / bare_rate + 1 / self.encode_every)
+        return {"end_to_end_vs_limit": round(end_to_end / limit, 3),
+                "ingest_vs_bare": round(self.bare_seconds / self.gated_seconds, 3),
+                "limit_mb_s": round(limit, 1), "end_to_end_mb_s": round(end_to_end, 1),
+                "bare_ingest_mb_s": round(bare_rate, 1), "ingest_mb_s": round(mb / self.gated_seconds, 1),
+                "encode_mb_s": round(self.encode_every, 1), "encode_mb_s_one_thread": round(self.encode_one, 1),
+                **({"gate_alone_ingest_vs_bare": round(self.bare_seconds / self.off_seconds, 3)}
+                   if self.off_seconds else {})}
+
+
+def measure(bare: BareOrthanc, gated: OrthancServer, off: OrthancServer | None, files: list[bytes],
+            pixel_bytes: int, cores: int, expected: int, number: int) -> Round:
+    """One round. The servers take turns in a rotating order (each upload leaves dirty pages
+    that the next one's fsyncs pay for: a fixed order would favour whoever goes first); the
+    gated server's renditions are all stored before the next upload starts."""
+    one = encode_speed(files, pixel_bytes, 1)
+    every = encode_speed(files, pixel_bytes, cores)
+    seconds: dict[str, float] = {}
+    gated_run: dict[str, Any] = {}
+
+    def run_gated() -> None:
+        started = time.perf_counter()
+        seconds["gated"] = upload(gated.base, files, gated.admin)
+        at_end = requests.get(gated.base + "/neuronova/htj2k/stats", auth=gated.admin, timeout=30).json()
+        print(f"when the ingest ended: {at_end['queued']} instances waiting ({at_end.get('held', 0)} encoded, "
+              f"held), {at_end['in_flight']} in the encoders")
+        gated_run["stats"] = wait_for_renditions(gated, expected)
+        seconds["all_done"] = time.perf_counter() - started
+
+    turns: list[tuple[str, Any]] = [("bare", lambda: seconds.__setitem__("bare", upload(bare.base, files, None)))]
+    if off is not None:
+        turns.append(("off", lambda: seconds.__setitem__("off", upload(off.base, files, off.admin))))
+    turns.append(("gated", run_gated))
+    shift = (number - 1) % len(turns)
+    order = turns[shift:] + turns[:shift]
+    print(f"order: {', '.join(name for name, _ in order)}")
+    for _, turn in order:
+        turn()
+    return Round(one, every, seconds["bare"], seconds["gated"], seconds["all_done"], gated_run["stats"],
+                 seconds.get("off"))
+
+
+def report(number: int, result: Round, slices: int, mb: float, cores: int) -> None:
+    f = result.figures(mb)
+    stats = result.stats
+    print(f"-- round {number}")
+    print(f"encode+verify+package, in process: {f['encode_mb_s_one_thread']:6.1f} MB/s on 1 thread, "
+          f"{f['encode_mb_s']:6.1f} MB/s on {cores} threads ({f['encode_mb_s'] / cores:.1f} MB/s per core)")
+    print(f"ingest, bare Orthanc:              {slices / result.bare_seconds:7.1f} instances/s "
+          f"({f['bare_ingest_mb_s']:6.1f} MB/s)")
+    print(f"ingest, NeuroNova + HTJ2K:         {slices / result.gated_seconds:7.1f} instances/s "
+          f"({f['ingest_mb_s']:6.1f} MB/s)  ratio {f['ingest_vs_bare']:.2f}x bare")
+    if result.off_seconds:
+        print(f"ingest, NeuroNova, HTJ2K off:      {slices / result.off_seconds:7.1f} instances/s "
+              f"({mb / result.off_seconds:6.1f} MB/s)  ratio {f['gate_alone_ingest_vs_bare']:.2f}x bare "
+              "(the gate alone)")
+    print(f"ingest until every rendition done: {slices / result.all_done_seconds:7.1f} instances/s "
+          f"({f['end_to_end_mb_s']:6.1f} MB/s end to end, {f['end_to_end_mb_s'] / cores:.1f} MB/s per core)  "
+          f"ratio {result.bare_seconds / result.all_done_seconds:.2f}x bare")
+    print(f"machine limit L = 1/(1/{f['bare_ingest_mb_s']:.1f} + 1/{f['encode_mb_s']:.1f}) = {f['limit_mb_s']:.1f} "
+          f"MB/s; end to end = {f['end_to_end_vs_limit']:.2f} of L")
+    print(f"renditions: {stats['with_rendition']} done, {stats['failed']} failed, {stats['skipped']} skipped, "
+          f"ratio {stats['compression_ratio']}:1, average encode {stats['average_encode_ms']} ms in a process")
+    print(f"average wall time per stage (ms, all rounds so far): {stats['average_stage_ms']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--slices", type=int, default=200)
     parser.add_argument("--noise", type=float, default=0.0)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds on fresh data; the median round is reported")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    parser.add_argument("--gate-alone", action="store_true",
+                        help="also ingest into a third server, NeuroNova with HTJ2K off: what the gate alone costs")
+    parser.add_argument("--htj2k", default="{}", help='NeuroNova.Htj2k settings to try, e.g. \'{"ProcessNice": 10}\'')
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     files, pixel_bytes, study = build(args.slices, args.noise)
     mb = pixel_bytes / 1e6
-    print(f"{args.slices} slices 512x512x16 ({mb:.0f} MB of pixels), noise sigma {args.noise}, {cores} cores\n")
+    print(f"{args.slices} slices 512x512x16 ({mb:.0f} MB of pixels), noise sigma {args.noise}, {cores} cores, "
+          f"{args.rounds} round(s)\n")
     encode_rendition(files[0])  # load the codecs
-    one = encode_speed(files, pixel_bytes, 1)
-    every = encode_speed(files, pixel_bytes, cores)
-    print(f"encode+verify+package, in process: {one:6.1f} MB/s on 1 thread, {every:6.1f} MB/s on {cores} threads "
-          f"({every / cores:.1f} MB/s per core)")
 
-    bare = start_bare()
-    gated, _ = start_gated({"NEURONOVA_JWT_SECRET": "bench-secret-0123456789abcdefghijklmnopq",
-                            "NEURONOVA_ADMIN_PASSWORD": "bench-admin"})
+    secrets = {"NEURONOVA_JWT_SECRET": "bench-secret-0123456789abcdefghijklmnopq",
+               "NEURONOVA_ADMIN_PASSWORD": "bench-admin"}
+    servers: list[BareOrthanc | OrthancServer] = []  # stopped at the end, whatever fails
+    folders: list[Path] = []  # their data (hundreds of MB a run): removed at the end
+    rounds: list[Round] = []
     try:
-        bare_seconds = upload(bare.base, files, None)
-        started = time.perf_counter()
-        gated_seconds = upload(gated.base, files, gated.admin)
-        while True:
-            stats = requests.get(gated.base + "/neuronova/htj2k/stats", auth=gated.admin, timeout=30).json()
-            if stats["queued"] == 0 and stats["with_rendition"] + stats["failed"] + stats["skipped"] >= args.slices:
-                break
-            time.sleep(0.05)
-        all_done = time.perf_counter() - started
-        print(f"ingest, bare Orthanc:              {args.slices / bare_seconds:7.1f} instances/s "
-              f"({mb / bare_seconds:6.1f} MB/s)")
-        print(f"ingest, NeuroNova + HTJ2K:         {args.slices / gated_seconds:7.1f} instances/s "
-              f"({mb / gated_seconds:6.1f} MB/s)  ratio {bare_seconds / gated_seconds:.2f}x bare")
-        print(f"ingest until every rendition done: {args.slices / all_done:7.1f} instances/s "
-              f"({mb / all_done:6.1f} MB/s end to end, {mb / all_done / cores:.1f} MB/s per core)  "
-              f"ratio {bare_seconds / all_done:.2f}x bare")
-        print(f"renditions: {stats['with_rendition']} done, {stats['failed']} failed, {stats['skipped']} skipped, "
-              f"ratio {stats['compression_ratio']}:1, average encode {stats['average_encode_ms']} ms in a process")
-        print(f"average wall time per stage (ms): {stats['average_stage_ms']}")
-
+        bare = start_bare()
+        servers.append(bare)
+        gated, folder = start_gated(secrets, overlay={"NeuroNova": {"Htj2k": json.loads(args.htj2k)}})
+        servers.append(gated)
+        folders.append(folder)
+        off = None
+        if args.gate_alone:
+            off, folder = start_gated(secrets, overlay={"NeuroNova": {"Htj2k": {"Enabled": False}}})
+            servers.append(off)
+            folders.append(folder)
+        warm, _, _ = build(10, 0.0)
+        upload(bare.base, warm, None)
+        upload(gated.base, warm, gated.admin)
+        if off is not None:
+            upload(off.base, warm, off.admin)
+        expected = len(warm)
+        wait_for_renditions(gated, expected)
+        for number in range(1, args.rounds + 1):
+            if number > 1:
+                files, _, _ = build(args.slices, args.noise)  # new UIDs: new instances
+            expected += len(files)
+            rounds.append(measure(bare, gated, off, files, pixel_bytes, cores, expected, number))
+            report(number, rounds[-1], args.slices, mb, cores)
         s, se = study.study_uid, study.series_uids[0]  # type: ignore[attr-defined]
         sizes: dict[str, int] = {"htj2k": 0, "uncompressed": 0}
         for sop in study.sop_uids[:20]:  # type: ignore[attr-defined]
@@ -101,11 +201,37 @@ def main() -> None:
                     "Accept": f'multipart/related; type="application/octet-stream"; transfer-syntax={ts}'})
                 (part,) = parse_multipart(answer.content, answer.headers["Content-Type"])
                 sizes[label] += len(part.body)
-        print(f"bytes per frame served: HTJ2K {sizes['htj2k'] / 20:,.0f}, "
+        print(f"\nbytes per frame served: HTJ2K {sizes['htj2k'] / 20:,.0f}, "
               f"uncompressed {sizes['uncompressed'] / 20:,.0f} ({sizes['uncompressed'] / sizes['htj2k']:.2f}x fewer)")
     finally:
-        bare.stop()
-        gated.stop()
+        for server in servers:
+            server.stop()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    median = sorted(rounds, key=lambda r: r.figures(mb)["end_to_end_vs_limit"])[len(rounds) // 2]
+    figures = median.figures(mb)
+    print(f"median round: end to end {figures['end_to_end_vs_limit']:.2f} of the limit "
+          f"({figures['end_to_end_mb_s']:.1f} of {figures['limit_mb_s']:.1f} MB/s), "
+          f"ingest {figures['ingest_vs_bare']:.2f}x bare")
+    if args.json:
+        print(json.dumps({**figures, "rounds": [r.figures(mb) for r in rounds], "cores": cores,
+                          "slices": args.slices, "noise": args.noise,
+                          "average_stage_ms": median.stats["average_stage_ms"]}, separators=(",", ":")))
+
+
+def wait_for_renditions(server: OrthancServer, instances: int, timeout: float = 600) -> dict[str, Any]:
+    """Poll the stats until every instance has a result (bounded: ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats: dict[str, Any] = requests.get(server.base + "/neuronova/htj2k/stats", auth=server.admin,
+                                             timeout=30).json()
+        finished = stats["with_rendition"] + stats["failed"] + stats["skipped"]
+        if not stats["encoding_enabled"]:  # --htj2k '{"Enabled": false}': the gate's own cost on ingest
+            return stats
+        if stats["queued"] == 0 and stats.get("in_flight", 0) == 0 and finished >= instances:
+            return stats
+        time.sleep(0.05)
+    raise TimeoutError(f"renditions not done in {timeout} s")
 
 
 if __name__ == "__main__":

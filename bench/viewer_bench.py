@@ -2,6 +2,7 @@
 series, with HTJ2K frames versus uncompressed frames, and a bare Orthanc for reference.
 
     .venv/bin/python -m bench.viewer_bench [--runs 3] [--slices 48] [--networks loopback,100]
+        [--variants htj2k,uncompressed,bare] [--timeline] [--json]
 
 Three variants, measured in the same run on the same study, alternating:
 - ``htj2k``:        NeuroNova, the generated app-config.js (frames asked with transfer-syntax=*)
@@ -13,11 +14,21 @@ study again in the same context ("warm": OHIF's immutable files come from the br
 Times are the page's own clock (performance.now(), from navigation start): the first viewport
 canvas with an image, and the moment every image of the series is decoded in cornerstone's cache.
 Networks: ``loopback`` (no limit) and N = N Mbit/s with 2 ms latency (Chrome's emulation).
+The ``uncompressed`` and ``bare`` variants intercept requests (playwright routes), which turns
+Chromium's HTTP cache off for their context: their "warm" loads download OHIF again.
+
+``--timeline`` prints, for the ``htj2k`` variant, what happened before the first image (the
+page's own Resource Timing entries: OHIF's files, app-config.js, QIDO, metadata, frames).
+``--json`` keeps the report and prints as its very last line one JSON object:
+``{"first_image_s": {network: {"cold": s, "warm": s}}, "full_series_s": {...}, "variants": {...}}``
+(the top-level figures are those of the ``htj2k`` variant, NeuroNova's default).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -56,6 +67,22 @@ ALL_LOADED_JS = """(count) => {
 }"""
 
 
+# The page's own timeline: the navigation and every resource (same origin: full timings).
+TIMELINE_JS = """() => {
+  const nav = performance.getEntriesByType('navigation')[0] || {};
+  return {
+    nav: {end: nav.responseEnd || 0, ttfb: nav.responseStart || 0, dcl: nav.domContentLoadedEventEnd || 0,
+          transfer: nav.transferSize || 0},
+    resources: performance.getEntriesByType('resource').map((e) => ({
+      url: e.name, start: e.startTime, ttfb: e.responseStart, end: e.responseEnd,
+      transfer: e.transferSize, encoded: e.encodedBodySize, decoded: e.decodedBodySize,
+    })),
+  };
+}"""
+# Enough room for OHIF's files, every frame and the DICOMweb requests of one load.
+BUFFER_JS = "() => performance.setResourceTimingBufferSize(2000)"
+
+
 @dataclass
 class Load:
     first_ms: float
@@ -64,12 +91,16 @@ class Load:
     frame_bytes: int
     syntaxes: set[str] = field(default_factory=set)
     encodings: set[str] = field(default_factory=set)
+    timeline: dict[str, Any] = field(default_factory=dict)
 
 
 def measure(page: Page, url: str, slices: int) -> Load:
     page.goto(url, waitUntil="commit")
+    with contextlib.suppress(Exception):  # a navigation in progress: the default buffer is used
+        page.evaluate(BUFFER_JS)
     first = float(page("waitForFunction", expression=FIRST_IMAGE_JS, timeout=120000, polling=20))
     full = float(page("waitForFunction", expression=ALL_LOADED_JS, arg=slices, timeout=180000, polling=20))
+    timeline = dict(page.evaluate(TIMELINE_JS))
     frames = [e for e in page.network(clear=True) if "/frames/" in e["url"]]
     bad = [(e["status"], e["url"]) for e in frames if e["status"] != 200]
     if bad:
@@ -79,6 +110,7 @@ def measure(page: Page, url: str, slices: int) -> Load:
         sum(e["contentLength"] if e.get("contentLength", -1) >= 0 else e.get("bytes", 0) for e in frames),
         {e.get("part", {}).get("content-type", "?").split("transfer-syntax=")[-1] for e in frames},
         {e.get("contentEncoding") or "identity" for e in frames},
+        timeline,
     )
 
 
@@ -91,7 +123,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--slices", type=int, default=48)
     parser.add_argument("--networks", default="loopback,100", help="loopback and/or Mbit/s values, comma-separated")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="a comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--timeline", action="store_true", help="print what the htj2k loads did before the first image")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the very last line")
     args = parser.parse_args()
+    variants = tuple(v for v in VARIANTS if v in {x.strip() for x in args.variants.split(",")})
+    if not variants:
+        raise SystemExit(f"--variants: choose among {', '.join(VARIANTS)}")
     problem = missing_tools()
     if problem:
         raise SystemExit(problem)
@@ -134,7 +173,8 @@ def main() -> None:
         networks = [n.strip() for n in args.networks.split(",") if n.strip()]
         for network in networks:
             for run in range(args.runs):
-                order = VARIANTS[run % 3:] + VARIANTS[:run % 3]
+                shift = run % len(variants)
+                order = variants[shift:] + variants[:shift]
                 for variant in order:
                     page = browser.page(ARTIFACTS / "bench")
                     try:
@@ -154,7 +194,11 @@ def main() -> None:
                     finally:
                         page.close()
                 print(f"  {network}: run {run + 1}/{args.runs} done")
-        report(results, networks)
+        report(results, networks, variants)
+        if args.timeline:
+            timelines(results, networks)
+        if args.json:
+            print(json.dumps(summary(results, networks, variants), sort_keys=True))
     finally:
         if browser is not None:
             browser.close()
@@ -162,14 +206,15 @@ def main() -> None:
         bare.stop()
 
 
-def report(results: dict[tuple[str, str, str], list[Load]], networks: list[str]) -> None:
+def report(results: dict[tuple[str, str, str], list[Load]], networks: list[str],
+           variants: tuple[str, ...] = VARIANTS) -> None:
     print()
     print("medians; first = first rendered image, full = every slice decoded (ms since navigation start)")
     header = (f"{'network':>9} {'variant':>13} {'phase':>5} {'first':>8} {'full':>8} {'frames':>6} "
               f"{'frame MB':>9}  frame syntax / encoding")
     print(header)
     for network in networks:
-        for variant in VARIANTS:
+        for variant in variants:
             for phase in ("cold", "warm"):
                 loads = results.get((network, variant, phase), [])
                 if not loads:
@@ -180,6 +225,8 @@ def report(results: dict[tuple[str, str, str], list[Load]], networks: list[str])
                       f"{median([x.full_ms for x in loads]):8.0f} {median([x.frames for x in loads]):6.0f} "
                       f"{median([x.frame_bytes for x in loads]) / 1e6:9.2f}  {syntaxes} / {encodings}")
     print()
+    if set(variants) != set(VARIANTS):
+        return
     for network in networks:
         for phase in ("cold", "warm"):
             def m(variant: str, key: str, phase: str = phase, network: str = network) -> float:
@@ -191,6 +238,75 @@ def report(results: dict[tuple[str, str, str], list[Load]], networks: list[str])
                   f" full {m('htj2k', 'full_ms') / m('uncompressed', 'full_ms'):.2f}x,"
                   f" bytes {m('htj2k', 'frame_bytes') / m('uncompressed', 'frame_bytes'):.2f}x;"
                   f" NeuroNova HTJ2K/bare full {m('htj2k', 'full_ms') / m('bare', 'full_ms'):.2f}x")
+
+
+def summary(results: dict[tuple[str, str, str], list[Load]], networks: list[str],
+            variants: tuple[str, ...]) -> dict[str, Any]:
+    """The medians in seconds, per variant, network and phase (the JSON line)."""
+    def seconds(variant: str, network: str, key: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for phase in ("cold", "warm"):
+            loads = results.get((network, variant, phase), [])
+            out[phase] = round(median([getattr(x, key) for x in loads]) / 1000, 3) if loads else None
+        return out
+
+    by_variant = {variant: {
+        "first_image_s": {network: seconds(variant, network, "first_ms") for network in networks},
+        "full_series_s": {network: seconds(variant, network, "full_ms") for network in networks},
+    } for variant in variants}
+    main_variant = "htj2k" if "htj2k" in variants else variants[0]
+    return {"variant": main_variant, **by_variant[main_variant], "variants": by_variant}
+
+
+def kind(url: str) -> str:
+    """What a request of the viewer is, for the timeline."""
+    path = url.split("://", 1)[-1].split("/", 1)[-1]
+    path = path.partition("?")[0]
+    if path.endswith("ohif/app-config.js"):
+        return "app-config.js"
+    if path.startswith("ohif/"):
+        return "OHIF files"
+    if "/frames/" in path:
+        return "frames"
+    if path.endswith("/metadata"):
+        return "metadata"
+    if path.endswith("/series") or path.endswith("dicom-web/studies"):
+        return "QIDO"
+    return "other"
+
+
+def timelines(results: dict[tuple[str, str, str], list[Load]], networks: list[str]) -> None:
+    """What each htj2k load did before its first image (the first run of each network and phase)."""
+    for network in networks:
+        for phase in ("cold", "warm"):
+            loads = results.get((network, "htj2k", phase), [])
+            if not loads or not loads[0].timeline:
+                continue
+            load = loads[0]
+            nav = load.timeline.get("nav", {})
+            print()
+            print(f"timeline htj2k {network} {phase}: first image at {load.first_ms:.0f} ms; index.html ttfb "
+                  f"{nav.get('ttfb', 0):.0f} end {nav.get('end', 0):.0f}, DOMContentLoaded {nav.get('dcl', 0):.0f}")
+            before = [r for r in load.timeline.get("resources", []) if r["start"] <= load.first_ms]
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for entry in before:
+                groups.setdefault(kind(entry["url"]), []).append(entry)
+            print(f"  {'what':>14} {'n':>4} {'cached':>6} {'first start':>11} {'last end':>8} {'sum(ms)':>8} "
+                  f"{'sent KB':>8} {'body KB':>8}")
+            for name in ("OHIF files", "app-config.js", "QIDO", "metadata", "frames", "other"):
+                entries = groups.get(name, [])
+                if not entries:
+                    continue
+                print(f"  {name:>14} {len(entries):4d} {sum(1 for e in entries if e['transfer'] == 0):6d} "
+                      f"{min(e['start'] for e in entries):11.0f} {max(e['end'] for e in entries):8.0f} "
+                      f"{sum(e['end'] - e['start'] for e in entries):8.0f} "
+                      f"{sum(e['transfer'] for e in entries) / 1e3:8.0f} "
+                      f"{sum(e['decoded'] for e in entries) / 1e3:8.0f}")
+            print("  requests that began before the first image (start, ttfb, end ms; sent/body KB):")
+            for entry in sorted(before, key=lambda e: e["start"])[:150]:
+                name = entry["url"].split("://", 1)[-1].split("/", 1)[-1].split("?")[0][-70:]
+                print(f"    {entry['start']:6.0f} {entry['ttfb']:6.0f} {entry['end']:6.0f}  "
+                      f"{entry['transfer'] / 1e3:7.1f}/{entry['decoded'] / 1e3:7.1f}  {name}")
 
 
 if __name__ == "__main__":

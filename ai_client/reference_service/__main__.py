@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         'e.g. \'[{"kind": "status", "status": 500}]\'',
     )
     p.add_argument("--max-fault-sleep", type=float, default=30.0)
+    p.add_argument("--answer", choices=("full", "seed"), default="full",
+                   help="seed: answer only the seed's job_id, risk_score, segmentation (the mask of the "
+                   "instance named by instance_id), confidence, processing_time")
+    p.add_argument("--delay", type=float, default=0.0,
+                   help="seconds each analysis takes on top of its own time (a stand-in for a real model)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     return p
 
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key or None,
         enable_fault_control=args.enable_fault_control,
         max_fault_sleep=args.max_fault_sleep,
+        answer=args.answer,
+        delay_seconds=args.delay,
     )
     server = ReferenceServer(args.host, args.port, config, faults=faults)
     done = threading.Event()

@@ -8,6 +8,8 @@ API key (when one is configured); 411/413 missing or too large body; 422 the ser
 not be read or used (a permanent DICOMweb failure such as 401/403/404, or an unsupported
 series); 502 a transient DICOMweb failure (connection, timeout, 5xx); 503 all analysis slots
 busy (``Retry-After: 1``); 500 anything unexpected. Errors are ``{"error": "..."}``.
+In the seed mode (``ServiceConfig.answer = "seed"``) a 200 answer has exactly the seed's
+five fields, and an ``instance_id`` that is not an instance of the series gets 422.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from ..models import InferenceRequest, InvalidRequest
 from .analysis import MODELS
 from .faults import Fault, FaultError, FaultQueue, parse_faults
 from .inference import Fetch, FetchOptions, UnknownModel, dicomweb_fetch, run_inference
+from .seed import UnknownInstance, seed_answer
 
 log = logging.getLogger("ai_client.reference_service")
 
 SERVICE_NAME = "neuronova-reference-inference"
 SERVICE_VERSION = "1.0"
+ANSWERS = ("full", "seed")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,18 @@ class ServiceConfig:
     enable_fault_control: bool = False
     max_fault_sleep: float = 30.0
     max_body_bytes: int = 1024 * 1024
+    #: "full": the extended contract (per-frame masks, label, version, details); "seed": only
+    #: the seed's five fields, the mask of the instance named in the request (seed.py).
+    answer: str = "full"
+    #: Seconds every analysis takes on top of its own time (stands in for a real model;
+    #: holds its analysis slot, interrupted by stop()).
+    delay_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.answer not in ANSWERS:
+            raise ValueError(f"answer must be one of {ANSWERS}")
+        if not 0 <= self.delay_seconds <= 3600:
+            raise ValueError("delay_seconds must be in [0, 3600]")
 
 
 class ReferenceServer(ThreadingHTTPServer):
@@ -211,6 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "service": SERVICE_NAME,
                 "version": SERVICE_VERSION,
                 "clinical_use": False,
+                "answer": srv.config.answer,
+                "delay_seconds": srv.config.delay_seconds,
                 "models": {name: asdict(spec) for name, spec in MODELS.items()},
                 "faults_pending": len(srv.faults.pending()),
                 "faults_applied": srv.faults.applied,
@@ -302,6 +320,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             result = run_inference(request, srv.fetch)
+            answer = seed_answer(request, result) if srv.config.answer == "seed" else result.to_json()
+            if srv.config.delay_seconds:
+                srv.stopping.wait(srv.config.delay_seconds)
+        except UnknownInstance as exc:
+            self._error(422, str(exc))
+            return
         except UnknownModel as exc:
             self._error(400, str(exc))
             return
@@ -319,4 +343,4 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             srv.slots.release()
         srv.count("inference_ok")
-        self._json(200, result.to_json())
+        self._json(200, answer)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from . import __version__
-from .host import StoredInstance
+from .host import MoveRequest, StoredInstance
 from .http import Request, Response
 
 HEALTH = "/neuronova/health"
@@ -48,6 +49,15 @@ class ClosedApp:
 
     def on_stored_instance(self, instance: StoredInstance) -> None:
         return None
+
+    def create_move(self, request: MoveRequest) -> Any:
+        raise PermissionError("the plugin is closed: C-MOVE refused")
+
+    def move_size(self, driver: Any) -> int:
+        return 0
+
+    def apply_move(self, driver: Any) -> None:
+        raise PermissionError("the plugin is closed: C-MOVE refused")
 
     def on_change(self, change: str, level: str, resource_id: str) -> None:
         return None

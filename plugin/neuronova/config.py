@@ -8,6 +8,8 @@ Any problem raises :class:`ConfigError`, which leaves the gate closed.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,6 +67,7 @@ def string_list(parent: Mapping[str, Any], key: str, default: tuple[str, ...]) -
 class Settings:
     data_dir: str
     database_url: str
+    node_name: str  # names this node in the shared audit trail (one trail for the cluster)
     gate: Mapping[str, Any]
     htj2k: Mapping[str, Any]
     ai: Mapping[str, Any]
@@ -82,9 +85,16 @@ def load(orthanc_config: Mapping[str, Any]) -> Settings:
     database_url = option(nn, "Database", str, "") or (
         "sqlite:///" + os.path.join(os.path.abspath(data_dir), "neuronova.sqlite")
     )
+    # NodeName, else Orthanc's DatabaseServerIdentifier (set per node on a shared index), else
+    # the host name: whatever tells the nodes of one store apart.
+    node_name = (option(nn, "NodeName", str, "") or str(orthanc_config.get("DatabaseServerIdentifier") or "")
+                 or socket.gethostname())[:64]
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", node_name):
+        raise ConfigError("NeuroNova.NodeName: letters, digits, '.', '_', ':', '-' only")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
+        node_name=node_name,
         gate=section(nn, "Gate"),
         htj2k=section(nn, "Htj2k"),
         ai=section(nn, "Ai"),

@@ -72,6 +72,23 @@ class StoredInstance:
     sop_uid: str
 
 
+@dataclass(frozen=True)
+class MoveRequest:
+    """What Orthanc passes for one C-MOVE request (Orthanc's C-MOVE SCP is the plugin's)."""
+
+    level: str  # PATIENT, STUDY, SERIES or IMAGE
+    patient_id: str
+    accession: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    target_aet: str
+    originator_id: int  # the request's Message ID, passed on as Move Originator Message ID
+    remote_aet: str
+    remote_ip: str
+    called_aet: str
+
+
 class PluginApp(Protocol):
     """What Orthanc's callbacks reach, through the bridge."""
 
@@ -97,6 +114,15 @@ class PluginApp(Protocol):
 
     def on_stored_instance(self, instance: StoredInstance) -> None:
         """An instance was stored (the bridge calls it for DICOM C-STORE only)."""
+
+    def create_move(self, request: MoveRequest) -> Any:
+        """A C-MOVE request: the driver of its sub-operations. Raising refuses the move."""
+
+    def move_size(self, driver: Any) -> int:
+        """The number of sub-operations of a C-MOVE (one per instance)."""
+
+    def apply_move(self, driver: Any) -> None:
+        """One sub-operation of a C-MOVE; raising reports it failed."""
 
     def on_change(self, change: str, level: str, resource_id: str) -> None:
         """A change of Orthanc's (runs on Orthanc's single change thread: be quick)."""

@@ -19,7 +19,7 @@ import orthanc
 # Only standard-library modules at import time: if a third-party package is missing, the
 # import of .app fails inside install() and the gate closes instead of Orthanc running open.
 from .errors import OrthancCallError
-from .host import PluginApp, StoredInstance
+from .host import MoveRequest, PluginApp, StoredInstance
 from .http import Request, Response
 
 _METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
@@ -344,3 +344,40 @@ def _register_instance_hooks(app: PluginApp) -> None:
 
     orthanc.RegisterReceivedInstanceCallback(_kept(on_received))
     orthanc.RegisterOnStoredInstanceCallback(_kept(on_stored))
+    _register_move_scp(app)
+
+
+def _register_move_scp(app: PluginApp) -> None:
+    """The C-MOVE SCP (dicom_move.py says why the plugin drives it). orthanc-python 7.1 calls
+    the first callback with the connection and the request's keys as keyword arguments; an
+    exception in any callback makes Orthanc answer the requester with a failure."""
+
+    def create(*args: Any, **kwargs: Any) -> Any:
+        connection = kwargs.get("Connection", args[0] if args else None)
+        try:
+            request = MoveRequest(
+                level=str(kwargs.get("Level") or ""), patient_id=str(kwargs.get("PatientID") or ""),
+                accession=str(kwargs.get("AccessionNumber") or ""),
+                study_uid=str(kwargs.get("StudyInstanceUID") or ""),
+                series_uid=str(kwargs.get("SeriesInstanceUID") or ""),
+                sop_uid=str(kwargs.get("SOPInstanceUID") or ""), target_aet=str(kwargs.get("TargetAET") or ""),
+                originator_id=int(kwargs.get("OriginatorID") or 0),
+                remote_aet=str(connection.GetConnectionRemoteAet() or "") if connection else "",
+                remote_ip=str(connection.GetConnectionRemoteIp() or "") if connection else "",
+                called_aet=str(connection.GetConnectionCalledAet() or "") if connection else "",
+            )
+            return app.create_move(request)
+        except Exception as exc:
+            orthanc.LogWarning(f"NeuroNova: C-MOVE refused: {exc}")
+            raise
+
+    def size(driver: Any) -> int:
+        return int(app.move_size(driver))
+
+    def apply(driver: Any) -> None:
+        app.apply_move(driver)
+
+    def free(_driver: Any) -> None:
+        return None
+
+    orthanc.RegisterMoveCallback3(_kept(create), _kept(size), _kept(apply), _kept(free))

@@ -31,8 +31,9 @@ else
 fi
 
 # Preloaded into every program of the runtime (Orthanc above all): a floor under thread
-# stack sizes, built by scripts/install from scripts/lib/stack-floor.c (it says why).
-STACK_FLOOR_LIB=/usr/local/lib/neuronova-stack-floor.so
+# stack sizes, and the DICOM port kept on loopback (NEURONOVA_LOOPBACK_PORTS); built by
+# scripts/install from scripts/lib/preload.c (it says why).
+PRELOAD_LIB=/usr/local/lib/neuronova-preload.so
 
 # The runtime's Python version (3.14 on forky), for PYTHONPATH; written by scripts/install.
 runtime_python_version() { cat "$RUNTIME_DIR/python-version"; }
@@ -43,14 +44,14 @@ runtime_python_version() { cat "$RUNTIME_DIR/python-version"; }
 # call it in a subshell, ( in_runtime ... ), to go on afterwards.
 in_runtime() {
   if [[ -z "$ROOTFS" ]]; then
-    [[ -e "$STACK_FLOOR_LIB" ]] && export LD_PRELOAD="$STACK_FLOOR_LIB"
+    [[ -e "$PRELOAD_LIB" ]] && export LD_PRELOAD="$PRELOAD_LIB"
     exec "$@"
   fi
   local binds="$ROOT"
   [[ -n "${NEURONOVA_DATA_DIR:-}" ]] && binds+=":$NEURONOVA_DATA_DIR"
   [[ -n "${NEURONOVA_BIND_PATHS:-}" ]] && binds+=":$NEURONOVA_BIND_PATHS"
   exec env -u LD_LIBRARY_PATH -u LD_PRELOAD -u PYTHONHOME PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    STACK_FLOOR_LIB="$STACK_FLOOR_LIB" \
+    PRELOAD_LIB="$PRELOAD_LIB" \
     unshare --mount --propagation private -- /bin/bash -c '
     set -e
     rootfs="$1" binds="$2"; shift 2
@@ -66,6 +67,6 @@ in_runtime() {
       mount --bind "$p" "$rootfs$p"
     done
     preload=()
-    [[ -e "$rootfs$STACK_FLOOR_LIB" ]] && preload=(LD_PRELOAD="$STACK_FLOOR_LIB")
+    [[ -e "$rootfs$PRELOAD_LIB" ]] && preload=(LD_PRELOAD="$PRELOAD_LIB")
     exec chroot "$rootfs" /usr/bin/env "${preload[@]}" "$@"' _ "$ROOTFS" "$binds" "$@"
 }

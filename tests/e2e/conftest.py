@@ -122,14 +122,15 @@ def viewer_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerWor
         PATIENT: OidcUser(PASSWORDS[PATIENT], {"name": "DOE^JANE", "patient_id": "PAT-001",
                                                "realm_access": {"roles": ["patient"]}}),
     })
-    inference = ReferenceServer("127.0.0.1", 0, ServiceConfig(max_concurrent=2))
+    # The reference service answering exactly the seed's contract (one mask, of the instance sent).
+    inference = ReferenceServer("127.0.0.1", 0, ServiceConfig(max_concurrent=2, answer="seed"))
     inference.start_background()
     server: OrthancServer | None = None
     try:
         server = start_orthanc(Path(tmp_path_factory.mktemp("e2e-orthanc")), http_port=http_port, timeout=120, env={
-            # AI jobs only when a test asks for one (no study becomes stable during the session).
+            # One AI rule, for the head study only (PAT-003): once stable it gets its job by itself.
             "NEURONOVA_INFERENCE_URL": inference.url,
-            "NEURONOVA_STABLE_AGE": "3600",
+            "NEURONOVA_STABLE_AGE": "2",
             "NEURONOVA_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "NEURONOVA_JWT_SECRET": JWT_SECRET,
             "NEURONOVA_JWKS_URL": idp.jwks_uri,
@@ -137,7 +138,9 @@ def viewer_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerWor
             "NEURONOVA_JWT_AUDIENCE": AUDIENCE,
             "NEURONOVA_OIDC_AUTHORITY": idp.issuer,
             "NEURONOVA_OIDC_CLIENT_ID": idp.client_id,
-        })
+        }, overlay={"NeuroNova": {"Ai": {"Rules": [
+            {"Name": "e2e-head", "ModalitiesInStudy": ["MR"], "Attributes": {"PatientID": "^PAT-003$"},
+             "Models": ["stroke_risk"]}]}}})
         mr = make_mr_series(slices=MR_SLICES, patient_id="PAT-001", patient_name="DOE^JANE")
         ct = make_study("CT_small.dcm", patient_id="PAT-001", patient_name="DOE^JANE", slices=2,
                         description="Head CT")

@@ -277,23 +277,29 @@ COLOURED_PIXELS_JS = """() => {
 
 
 def test_ai_results_listed_and_segmentation_overlaid(viewer_world: ViewerWorld, page: Page, new_page: Any) -> None:
+    # The whole chain with the seed's contract: stable study -> job (by the rule) -> the
+    # seed's one mask -> SEG + SR stored -> listed by the job API -> overlay shown in OHIF.
     world = viewer_world
     doctor = {"Authorization": f"Bearer {world.doctor_token()}"}
-    created = requests.post(world.base + "/neuronova/ai/jobs", headers=doctor, timeout=30,
-                            json={"study": world.head.study_uid, "model": "stroke_risk"})
-    assert created.status_code in (200, 201), created.text
-    job_id = created.json()["id"]
     deadline = time.monotonic() + 90
     while True:
-        job = requests.get(f"{world.base}/neuronova/ai/jobs/{job_id}", headers=doctor, timeout=30).json()
-        if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+        jobs = requests.get(f"{world.base}/neuronova/ai/jobs?study={world.head.study_uid}", headers=doctor,
+                            timeout=30).json()
+        if (jobs and jobs[0]["status"] in ("succeeded", "failed")) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert job["status"] == "succeeded", job
+    assert jobs, "the stable head study got no job"
+    job = jobs[0]
+    assert (job["status"], job["trigger"], job["rule"]) == ("succeeded", "auto", "e2e-head"), job
     kinds = {o["type"] for o in job["result"]["objects"]}
     assert kinds == {"SEG", "SR"}, job["result"]["objects"]
+    assert job["result"]["mask"]["frames"] == 1  # the seed's one mask, on the instance sent
     mask_voxels = job["result"]["mask"]["voxels"]
     assert mask_voxels > 0
+    # asking for it again gives the same job
+    again = requests.post(world.base + "/neuronova/ai/jobs", headers=doctor, timeout=30,
+                          json={"study": world.head.study_uid, "model": "stroke_risk"})
+    assert again.status_code == 200 and again.json()["id"] == job["id"], again.text
 
     shown = open_study(page, world.viewer_url(world.head.study_uid, world.doctor_token()), "ai-study-opened")
     assert shown["rendered"], shown["canvases"]

@@ -19,13 +19,17 @@ import jwt
 import pydicom
 import pytest
 import requests
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
-from ai_client.reference_service import Fault, ReferenceServer, ServiceConfig
+from ai_client.reference_service import Fault, ReferenceServer, ServiceConfig, orthanc_instance_id
 from ai_client.testing import mr_head_series, part10
-from neuronova.ai.results import is_ai_result
+from neuronova.ai.recognition import is_ai_result
 from tests.support.dicom_factory import Study
 from tests.support.orthanc_server import OrthancServer, free_port, start_orthanc
+from tests.unit.test_ai_headers import _copied_attribute_errors, _dciodvfy_errors
 
 from .conftest import SCU_AET, c_store
 
@@ -35,6 +39,7 @@ STABLE_AGE = 2
 BASE_DELAY, FACTOR, JITTER = 0.5, 2.0, 0.2
 READ_TIMEOUT = 2.0
 FAULTY, REFUSED = "stroke_risk_faulty", "stroke_risk_refused"
+SEED = "stroke_risk_seed"  # the reference service answering exactly the seed's fields
 
 
 @dataclass
@@ -45,6 +50,7 @@ class AiWorld:
     overlay: dict[str, Any]
     main: ReferenceServer
     faulty: ReferenceServer
+    seed: ReferenceServer
     a: list[Dataset] = field(default_factory=list)  # referring HOUSE^GREGORY, sent by C-STORE
     b: list[Dataset] = field(default_factory=list)  # no physician, patient PAT-AI-B
 
@@ -134,8 +140,10 @@ def as_study(datasets: list[Dataset]) -> Study:
 def ai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiWorld]:
     main = ReferenceServer("127.0.0.1", 0, ServiceConfig(max_concurrent=4))
     faulty = ReferenceServer("127.0.0.1", 0, ServiceConfig(max_concurrent=4, max_fault_sleep=10))
+    seed = ReferenceServer("127.0.0.1", 0, ServiceConfig(max_concurrent=2, answer="seed"))
     main.start_background()
     faulty.start_background()
+    seed.start_background()
     data = tmp_path_factory.mktemp("orthanc-ai")
     scu_port = free_port()
     env = {
@@ -151,14 +159,19 @@ def ai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiWorld]:
             "ReadTimeoutSeconds": READ_TIMEOUT, "PollSeconds": 0.2, "LeaseSeconds": 10,
             "Retry": {"MaxRetries": 3, "BaseDelaySeconds": BASE_DELAY, "Factor": FACTOR, "MaxDelaySeconds": 10,
                       "Jitter": JITTER},
+            "Rules": [
+                {"Name": "mr-stroke-risk", "ModalitiesInStudy": ["MR"], "Models": ["stroke_risk"]},
+                {"Name": "seed-contract", "StudyDescription": "^SEED CONTRACT", "Models": [SEED]},
+            ],
             "Models": {
+                SEED: {"Url": seed.url, "RemoteName": "stroke_risk"},
                 FAULTY: {"Url": faulty.url, "RemoteName": "stroke_risk"},
                 REFUSED: {"Url": f"http://127.0.0.1:{free_port()}", "RemoteName": "stroke_risk"},
             },
         }},
     }
     server = start_orthanc(data, env=env, overlay=overlay)
-    world = AiWorld(server, data, env, overlay, main, faulty)
+    world = AiWorld(server, data, env, overlay, main, faulty, seed)
     try:
         world.a = head("ai-it-a", slices=10, patient="PAT-AI-A", referring="HOUSE^GREGORY")
         world.b = head("ai-it-b", slices=4, patient="PAT-AI-B")
@@ -169,6 +182,7 @@ def ai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiWorld]:
         world.server.stop()
         main.stop()
         faulty.stop()
+        seed.stop()
 
 
 def _num(content: Any, code: str) -> float | None:
@@ -185,7 +199,7 @@ def _num(content: Any, code: str) -> float | None:
 def test_health_reports_ai(ai: AiWorld) -> None:
     health = requests.get(ai.base + "/neuronova/health", timeout=10).json()
     assert health["ai"]["enabled"] is True
-    assert set(health["ai"]["models"]) == {"stroke_risk", "tumor_detection", FAULTY, REFUSED}
+    assert set(health["ai"]["models"]) == {"stroke_risk", "tumor_detection", FAULTY, REFUSED, SEED}
 
 
 def test_a_stable_study_sent_by_c_store_gets_one_job_and_its_results(ai: AiWorld) -> None:
@@ -236,6 +250,77 @@ def test_a_stable_study_sent_by_c_store_gets_one_job_and_its_results(ai: AiWorld
     metrics = ai.call("GET", "/tools/metrics-prometheus", admin=True).text
     for name in ("queue_depth", "jobs_running", "jobs_failed", "attempts", "inference_latency_seconds"):
         assert f"neuronova_ai_{name} " in metrics
+
+
+
+def _raw(ds: Dataset, values: dict[str, bytes]) -> None:
+    """Put values in as a modality writes them, unchecked (pydicom would refuse some)."""
+    for keyword, value in values.items():
+        value += b" " * (len(value) % 2)
+        tag = Tag(tag_for_keyword(keyword))
+        ds[tag] = RawDataElement(tag, dictionary_VR(keyword), len(value), value, 0, False, True)
+
+
+#: The header oddities of the real brain MR study this contract was measured on (BRAINIX).
+BRAINIX = {"PatientSex": b"0000", "PatientName": b"BRAINIX", "PatientAge": b"45", "StudyDate": b"2006-12-21",
+           "PatientBirthDate": b"19601345", "AccessionNumber": b"ACC-" + b"9" * 30}
+
+
+def test_the_seed_contract_on_a_study_with_real_world_headers_stores_seg_and_sr(ai: AiWorld, tmp_path: Path) -> None:
+    datasets = head("ai-seed-contract", slices=7, patient="PAT-AI-SEED")
+    # InstanceNumbers out of slice order: the middle by number (7) is not the middle by position
+    for ds, number in zip(datasets, (5, 1, 6, 2, 3, 4, 7), strict=True):
+        ds.StudyDescription = "SEED CONTRACT brain"
+        ds.InstanceNumber = number
+        _raw(ds, BRAINIX)
+    study, series = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
+    sent = datasets[3]  # the middle of 7 slices by position (head() stacks them along z), number 2
+    files = {str(ds.SOPInstanceUID): part10(ds) for ds in datasets}
+    for ds in reversed(datasets):  # Orthanc's order is not the slice order
+        answer = requests.post(ai.base + "/instances", data=files[str(ds.SOPInstanceUID)], auth=ai.server.admin,
+                               timeout=30).json()
+        # the seed mode finds the instance by Orthanc's identifier, computed as Orthanc does
+        assert answer["ID"] == orthanc_instance_id("PAT-AI-SEED", study, series, str(ds.SOPInstanceUID))
+
+    # stable study -> rule -> job -> the seed's answer -> SEG + SR stored, listed by the job API
+    job = wait_for(lambda: (js := ai.jobs(study, SEED)) and js[0]["status"] in ("succeeded", "failed") and js[0],
+                   45, "the seed-contract job")
+    assert (job["status"], job["trigger"], job["rule"], job["attempts"]) == (
+        "succeeded", "auto", "seed-contract", 1), job
+    result = job["result"]
+    assert result["instance_sent"]["sop_instance_uid"] == str(sent.SOPInstanceUID)
+    assert "note" not in result and result["mask"]["frames"] == 1
+    assert ai.seed.counters["inference_ok"] >= 1
+    changed = {c["attribute"]: c for c in result["header_changes"]}
+    assert changed["PatientSex"] == {"attribute": "PatientSex", "tag": "(0010,0040)", "source": "0000", "stored": ""}
+    assert set(BRAINIX) <= set(changed)
+
+    by_type = {o["type"]: o for o in result["objects"]}
+    assert set(by_type) == {"SEG", "SR"}
+    blobs = {kind: ai.call("GET", f"/instances/{o['orthanc_id']}/file", admin=True).content
+             for kind, o in by_type.items()}
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(blobs["SEG"])))
+    assert int(seg.NumberOfFrames) == 1  # the one mask, on the frame of the instance sent
+    source = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    assert source.ReferencedSOPInstanceUID == sent.SOPInstanceUID
+    assert int(seg.pixel_array.sum()) == result["mask"]["voxels"]
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(blobs["SR"])))
+    for obj in (seg, sr):
+        assert (obj.PatientID, obj.StudyInstanceUID, obj.PatientSex, str(obj.PatientName)) == (
+            "PAT-AI-SEED", study, "", "BRAINIX^")
+        assert _copied_attribute_errors(_dciodvfy_errors(blobs["SEG" if obj is seg else "SR"], tmp_path)) == []
+    # the results joined the study and patient (no second patient: PatientID kept verbatim)
+    # (the study also got the default rule's stroke_risk job, from the full-answer service)
+    ours = sorted(s["MainDicomTags"]["Modality"] for s in ai.series_of(study)
+                  if SEED in s["MainDicomTags"].get("SeriesDescription", ""))
+    assert ours == ["SEG", "SR"]
+    patients = ai.call("POST", "/tools/lookup", admin=True, data="PAT-AI-SEED").json()
+    assert len([p for p in patients if p["Type"] == "Patient"]) == 1
+    # the sources are stored as they were sent
+    instance_id = orthanc_instance_id("PAT-AI-SEED", study, series, str(sent.SOPInstanceUID))
+    assert ai.call("GET", f"/instances/{instance_id}/file", admin=True).content == files[str(sent.SOPInstanceUID)]
+    listed = ai.call("GET", f"/neuronova/ai/jobs?study={study}&model={SEED}", admin=True).json()
+    assert [j["id"] for j in listed] == [job["id"]] and listed[0]["result"]["objects"] == result["objects"]
 
 
 def test_duplicate_stable_events_and_stored_results_never_make_another_job(ai: AiWorld) -> None:

@@ -1,5 +1,6 @@
 """The DICOM network (issue 9.5): per-modality permissions from NEURONOVA_MODALITIES (Orthanc's
-extended DicomModalities form), C-STORE audited, nothing for unknown peers, with pynetdicom
+extended DicomModalities form), C-STORE, C-FIND and C-MOVE audited, C-GET refused (Orthanc
+cannot audit it), nothing for unknown peers, the DICOM port on loopback, with pynetdicom
 against a real Orthanc."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancS
     full_port = free_port()
     modalities = {
         "full": {"AET": "NNFULL", "Host": "127.0.0.1", "Port": full_port, "AllowEcho": True, "AllowStore": True,
-                 "AllowFind": True, "AllowMove": True, "AllowGet": True},
+                 "AllowFind": True, "AllowMove": True},
         "store": {"AET": "NNSTORE", "Host": "127.0.0.1", "Port": free_port(), "AllowStore": True},
         "find": {"AET": "NNFIND", "Host": "127.0.0.1", "Port": free_port(), "AllowEcho": True, "AllowFind": True},
     }
@@ -217,19 +218,55 @@ def test_c_find_per_modality(network: tuple[OrthancServer, int, Study]) -> None:
     assert forged.status_code == 403
 
 
-def test_c_get_and_c_move_per_modality(network: tuple[OrthancServer, int, Study]) -> None:
+def test_c_get_refused_c_move_per_modality_and_audited(network: tuple[OrthancServer, int, Study]) -> None:
     server, full_port, study = network
+    # C-GET: Orthanc tells no plugin what its C-GET SCP sends, so C-GET is refused by default
     statuses, received = _get(server, "NNFULL", study)
-    assert statuses[-1] == OK and sorted(received) == sorted(study.sop_uids)
-    # C-GET sub-operations pass no hook a plugin or Lua can observe: they are not audited
-    statuses, received = _get(server, "NNFIND", study)
     assert received == [] and (not statuses or statuses[-1] != OK)
     statuses, received = _move(server, "NNFULL", "NNFULL", full_port, study)
     assert statuses[-1] == OK and sorted(received) == sorted(study.sop_uids)
-    # each instance a C-MOVE sends is an audit event: the study, the instance, the destination AET
+    # the C-MOVE request itself: who asked (AET, IP), which study, to which AET, how many
+    audit = requests.get(server.base + "/neuronova/audit", params={"study": study.study_uid},
+                         auth=server.admin, timeout=30).json()
+    moves = [row for row in audit if row["route"] == "dicom/c-move"]
+    assert len(moves) == 1 and moves[0]["decision"] == "allow" and moves[0]["method"] == "C-MOVE"
+    assert moves[0]["user"] == "NNFULL" and moves[0]["ip"] == "127.0.0.1"
+    assert "to AET NNFULL" in moves[0]["reason"] and f"{len(study.sop_uids)} instance(s)" in moves[0]["reason"]
+    # and each instance it sent: the study, the instance, the destination AET
     sent = _outgoing(server, study)
     assert sorted(str(r["uri"]).rsplit("/", 1)[-1] for r in sent) == sorted(study.sop_uids)
     assert all(r["user"] == "NNFULL" and r["ip"] == "127.0.0.1" and r["method"] == "C-STORE"
                and r["event_type"] == "110104" for r in sent)
+    # AllowMove left out: Orthanc refuses before the plugin is asked
     statuses, received = _move(server, "NNFIND", "NNFULL", full_port, study)
     assert received == [] and (not statuses or statuses[-1] != OK)
+    # an unknown destination is refused, and the refusal is audited with who asked
+    statuses, received = _move(server, "NNFULL", "NOSUCHAET", free_port(), study)
+    assert received == [] and (not statuses or statuses[-1] != OK)
+    denied = requests.get(server.base + "/neuronova/audit", params={"decision": "deny"},
+                          auth=server.admin, timeout=30).json()
+    assert any(r["route"] == "dicom/c-move" and r["user"] == "NNFULL" and "NOSUCHAET" in r["reason"]
+               for r in denied)
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses of TCP sockets listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    addresses: set[str] = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = open(table, encoding="ascii").read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port and len(address) == width:
+                addresses.add(address)
+    return addresses
+
+
+def test_dicom_port_listens_on_loopback_only(network: tuple[OrthancServer, int, Study]) -> None:
+    server, _port, _study = network
+    # 0100007F is 127.0.0.1 as /proc/net/tcp writes it; nothing on the wildcard address
+    assert _listening(server.dicom_port) == {"0100007F"}

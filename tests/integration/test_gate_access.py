@@ -270,7 +270,7 @@ def test_dicom_network_for_configured_modalities(world: World) -> None:
         assert all(identifier is None for _, identifier in responses)
 
 
-def test_c_get_and_c_move_for_configured_modalities(world: World) -> None:
+def test_c_move_for_configured_modalities_and_no_c_get(world: World) -> None:
     from pydicom.dataset import Dataset
     from pynetdicom import AE, build_role, evt
     from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -289,7 +289,7 @@ def test_c_get_and_c_move_for_configured_modalities(world: World) -> None:
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = world.a.study_uid
-    # C-GET: the instances come back on the same association
+    # C-GET is refused by default (Orthanc cannot audit it): nothing comes back
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     for storage in (MRImageStorage, CTImageStorage):
@@ -297,10 +297,12 @@ def test_c_get_and_c_move_for_configured_modalities(world: World) -> None:
     roles = [build_role(MRImageStorage, scp_role=True), build_role(CTImageStorage, scp_role=True)]
     assoc = ae.associate("127.0.0.1", world.server.dicom_port, ae_title="NEURONOVA", ext_neg=roles,
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    assert assoc.is_established
-    statuses = [int(s.Status) for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)]
-    assoc.release()
-    assert statuses[-1] == 0x0000 and sorted(received) == sorted(world.a.sop_uids)
+    if assoc.is_established:
+        statuses = [int(s.Status) for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+                    if "Status" in s]
+        assoc.release()
+        assert not statuses or statuses[-1] != 0x0000
+    assert received == []
     # C-MOVE to the modality's own listener (configured host and port)
     received.clear()
     scp = AE(ae_title="TESTSCU")

@@ -116,7 +116,7 @@ def test_admin_login_cookie_opens_explorer(world: World) -> None:
     assert session.get(world.base + "/studies", timeout=10).status_code == 200
     me = session.get(world.base + ME, timeout=10).json()
     assert (me["role"], me["authenticated_by"]) == ("admin", "session")
-    session.get(world.base + "/neuronova/logout", timeout=10)
+    session.post(world.base + "/neuronova/logout", headers={"Origin": world.base}, timeout=10)  # the page's button
     assert session.get(world.base + "/app/explorer.html", timeout=10).status_code == 403
     # A forged or tampered cookie opens nothing.
     forged = requests.get(world.base + "/app/explorer.html", cookies={"neuronova_session": cookie.split(";")[0].split(

@@ -67,13 +67,21 @@ def test_logout_ends_the_session_on_the_server(world: World) -> None:
     session = login(world)
     cookie = session.cookies[SESSION]
     assert session.get(world.base + "/system", timeout=10).status_code == 200
-    answer = session.get(world.base + "/neuronova/logout", timeout=10)
+    # a foreign page cannot log the administrator out; a bare GET gets a button to post it
+    foreign = session.post(world.base + "/neuronova/logout", headers={"Origin": "https://evil.example"}, timeout=10)
+    assert foreign.status_code == 403
+    bare = session.get(world.base + "/neuronova/logout", timeout=10)
+    assert bare.status_code == 200 and 'method="post" action="/neuronova/logout"' in bare.text
+    assert session.get(world.base + "/system", timeout=10).status_code == 200  # still signed in
+    answer = session.get(world.base + "/neuronova/logout", headers={"Referer": world.base + "/app/explorer.html"},
+                         timeout=10)
     assert answer.status_code == 200
     # The old cookie, replayed (the browser cleared it; a thief would not): refused.
     replay = requests.get(world.base + "/system", cookies={SESSION: cookie}, timeout=10)
     assert replay.status_code == 403
     logout_rows = [r for r in audit_rows(world, user="admin") if r["route"] == "logout"]
     assert logout_rows and logout_rows[-1]["decision"] == "allow" and logout_rows[-1]["ip"] == "127.0.0.1"
+    assert any(r["decision"] == "deny" and "evil.example" in r["reason"] for r in logout_rows)
 
 
 def test_rows_written_by_handlers_carry_the_client_address(world: World) -> None:

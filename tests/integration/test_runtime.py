@@ -80,7 +80,7 @@ def test_jpeg_baseline_retrieve_as_dicom_does_not_kill_orthanc(world: World, sto
 def test_jpeg2000_originals_preview_and_render_through_gdcm(world: World, stored: list[str]) -> None:
     """GDCM decodes on Orthanc's HTTP threads, whose stacks Debian's civetweb fixes at 100 KiB:
     /rendered through the plugin's route overflowed them (SIGSEGV) until the stack floor
-    (scripts/lib/stack-floor.c) was preloaded."""
+    (scripts/lib/preload.c) was preloaded."""
     orthanc_id, study, series, sop = _upload(world, stored, "US1_J2KR.dcm", JPEG2000_LOSSLESS)
     preview = world.admin_get(f"/instances/{orthanc_id}/preview")
     assert preview.status_code == 200 and preview.content.startswith(b"\x89PNG")

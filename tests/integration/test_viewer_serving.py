@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib
 import re
+from types import ModuleType
 
 import pytest
 import requests
@@ -11,6 +14,16 @@ from tests.integration.conftest import World
 
 pytestmark = pytest.mark.integration
 GZIP = {"Accept-Encoding": "gzip, deflate"}
+
+
+def _brotli() -> ModuleType | None:
+    try:
+        return importlib.import_module("brotli")
+    except ImportError:
+        return None
+
+
+brotli = _brotli()
 
 
 def get(world: World, path: str, **kwargs: object) -> requests.Response:
@@ -26,22 +39,51 @@ def test_ohif_pages_are_public_and_rewritten_for_the_prefix(world: World) -> Non
         assert 'window.PUBLIC_URL="/ohif/"' in page.text and "init-service-worker" not in page.text
 
 
-def test_bundles_are_sent_uncompressed_and_cached_for_good(world: World) -> None:
+def test_bundles_are_sent_precompressed_and_cached_for_good(world: World) -> None:
     index = get(world, "/ohif/").text
     bundle_path = re.search(r'src="(/ohif/app\.bundle\.[0-9a-f]+\.js)"', index)
     assert bundle_path, index[:500]
-    bundle = get(world, bundle_path.group(1), headers=GZIP)
-    assert bundle.status_code == 200
-    # Orthanc 1.10.1 would gzip it under the GIL: the plugin sends text files with SendHttpStatus.
-    assert "Content-Encoding" not in bundle.headers
-    assert bundle.headers["Cache-Control"] == "public, max-age=31536000, immutable"
-    assert bundle.headers["Content-Type"] == "application/javascript; charset=utf-8"
-    assert int(bundle.headers["Content-Length"]) == len(bundle.content) > 1_000_000
-    assert '__webpack_require__.p = "/ohif/";' in bundle.text
-    wasm = next(m for m in re.finditer(r"[0-9a-f]{16}\.wasm", bundle.text))
+    plain = get(world, bundle_path.group(1), headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    assert plain.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert plain.headers["Content-Type"] == "application/javascript; charset=utf-8"
+    assert plain.headers["Vary"] == "Accept-Encoding" and plain.headers["ETag"]
+    assert int(plain.headers["Content-Length"]) == len(plain.content) > 1_000_000
+    assert '__webpack_require__.p = "/ohif/";' in plain.text
+    codings = {"gzip": gzip.decompress}
+    # brotli comes from the install step's folder (the plugin itself only gzips).
+    if brotli is not None and get(world, "/neuronova/health").json()["viewer"]["precompressed"] == "ok":
+        codings["br"] = brotli.decompress
+    for coding, decode in codings.items():
+        answer = requests.get(world.base + bundle_path.group(1), headers={"Accept-Encoding": coding},
+                              stream=True, timeout=30)
+        raw = answer.raw.read(decode_content=False)
+        # The plugin's coding, once: Orthanc (HttpCompressionEnabled off) adds none of its own.
+        assert answer.status_code == 200 and answer.headers["Content-Encoding"] == coding
+        assert int(answer.headers["Content-Length"]) == len(raw) < len(plain.content) / 3
+        assert decode(raw) == plain.content
+        assert answer.headers["ETag"] not in (plain.headers["ETag"], "")
+        assert answer.headers["Cache-Control"] == plain.headers["Cache-Control"]
+        # The browser revalidates what it holds: 304 without a body.
+        again = requests.get(world.base + bundle_path.group(1), timeout=30, headers={
+            "Accept-Encoding": coding, "If-None-Match": answer.headers["ETag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["ETag"] == answer.headers["ETag"]
+    wasm = next(m for m in re.finditer(r"[0-9a-f]{16}\.wasm", plain.text))
     codec = get(world, "/ohif/" + wasm.group(0))
     assert codec.status_code == 200 and codec.headers["Content-Type"] == "application/wasm"
     assert codec.content[:4] == b"\x00asm"
+
+
+def test_pages_and_config_revalidate(world: World) -> None:
+    for path in ("/ohif/viewer", "/ohif/app-config.js"):
+        first = get(world, path, headers=GZIP)
+        assert first.status_code == 200 and first.headers["Cache-Control"] == "no-cache"
+        assert first.headers["Content-Encoding"] == "gzip" and first.headers["ETag"]
+        again = get(world, path, headers={**GZIP, "If-None-Match": first.headers["ETag"]})
+        assert again.status_code == 304 and again.content == b"", path
+    page = get(world, "/ohif/viewer").text
+    assert '<script async src="/ohif/' in page and '<link rel="preload" as="style" href="/ohif/' in page
 
 
 def test_app_config_is_generated(world: World) -> None:

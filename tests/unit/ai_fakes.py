@@ -10,13 +10,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 
 from ai_client import InferenceRequest, InferenceResult, volume_from_datasets
-from ai_client.reference_service import infer_volume
+from ai_client.reference_service import infer_volume, seed_answer
 from ai_client.testing import part10
 from neuronova.errors import OrthancCallError
 
@@ -87,7 +88,10 @@ class FakeOrthanc(RecordingHost):
     def _instances_json(datasets: list[Dataset]) -> list[dict[str, Any]]:
         return [{
             "ID": f"in-{ds.SOPInstanceUID}", "ParentSeries": f"se-{ds.SeriesInstanceUID}",
-            "MainDicomTags": {"SOPInstanceUID": str(ds.SOPInstanceUID), "InstanceNumber": _text(ds, "InstanceNumber")},
+            "MainDicomTags": {"SOPInstanceUID": str(ds.SOPInstanceUID), "InstanceNumber": _text(ds, "InstanceNumber"),
+                              # as Orthanc keeps them: the values joined by backslashes
+                              **{k: "\\".join(str(v) for v in ds.get(k)) for k in
+                                 ("ImagePositionPatient", "ImageOrientationPatient") if k in ds}},
         } for ds in datasets]
 
     def rest_get_json(self, uri: str, after_plugins: bool = False) -> Any:
@@ -120,6 +124,11 @@ class FakeOrthanc(RecordingHost):
                 return self._series_json(items)[0]
             if parts[2] == "instances":
                 return self._instances_json(items)
+        if parts[0] == "instances" and len(parts) == 2:
+            ds = self.instances.get(parts[1].removeprefix("in-"))
+            if ds is None:
+                raise OrthancCallError(404, "UNKNOWN_RESOURCE")
+            return self._instances_json([ds])[0]
         raise OrthancCallError(404, f"UNKNOWN_RESOURCE {uri}")
 
     def rest_get(self, uri: str, after_plugins: bool = False) -> bytes:
@@ -153,9 +162,11 @@ Step = BaseException | Callable[[], None] | None
 class ScriptedBackend:
     """An inference back end: each call first takes the next step of ``script`` (raise an
     exception, run a callable, or nothing), then answers with the reference analysis of
-    the series' real pixels (read from the fake Orthanc)."""
+    the series' real pixels (read from the fake Orthanc). With ``answer = "seed"`` it
+    answers only the seed's fields, as the reference service's seed mode does."""
 
     uses_dicomweb = True
+    answer = "full"
 
     def __init__(self, orthanc: FakeOrthanc, script: Iterable[Step] = ()) -> None:
         self.orthanc = orthanc
@@ -173,4 +184,8 @@ class ScriptedBackend:
         if step is not None:
             step()
         datasets = self.orthanc._by("SeriesInstanceUID", request.series_instance_uid)
-        return infer_volume(volume_from_datasets(datasets), request.model_type, job_id="svc-job")
+        result = infer_volume(volume_from_datasets(datasets), request.model_type, job_id="svc-job")
+        if self.answer == "seed":  # the fake's instance ids are "in-<SOP Instance UID>"
+            named = replace(request, instance_id=request.instance_id.removeprefix("in-"))
+            return InferenceResult.from_json(seed_answer(named, result))
+        return result

@@ -86,11 +86,13 @@ def test_claim_runs_a_job_once_and_outcomes_need_the_lease(store: JobStore, cloc
     assert claimed is not None and claimed.id == job.id
     assert (claimed.status, claimed.attempts, claimed.lease_owner) == (RUNNING, 1, "node-a/1")
     assert claimed.started_at == clock.now
+    assert claimed.to_json(3)["running_on"] == "node-a"  # the NodeName holding the lease
     assert store.claim("node-b/1", 60) is None  # leased
     assert not store.succeed(claimed, "node-b/1", {"x": 1}, 0.1)  # not the owner
     assert store.reschedule(claimed, "node-a/1", "HTTP 500", 30.0, 0.2)
     queued = store.get(job.id)
     assert queued is not None and queued.status == QUEUED and queued.next_attempt_at == clock.now + 30
+    assert queued.to_json(3)["running_on"] is None
     assert store.claim("node-a/2", 60) is None  # not due yet
     assert store.next_due() == clock.now + 30
     clock.now += 30
@@ -212,6 +214,20 @@ def test_pending_studies(store: JobStore, clock: Clock) -> None:
     assert store.pending(seen_before=clock.now) == ["a", "b"]  # "a" keeps its first sighting
     store.remove_pending("a")
     assert store.pending() == ["b", "c"]
+
+
+def test_arrivals_keep_each_node_s_newest_and_forget_only_what_was_covered(store: JobStore) -> None:
+    assert store.last_arrival("st-1") is None
+    store.record_arrivals("node-a", {"st-1": 100.0, "st-2": 50.0})
+    store.record_arrivals("node-b", {"st-1": 105.0})
+    store.record_arrivals("node-a", {"st-1": 90.0})  # an older time never moves a node's newest back
+    assert (store.last_arrival("st-1"), store.last_arrival("st-2")) == (105.0, 50.0)
+    store.record_arrivals("node-a", {"st-1": 110.0})
+    assert store.last_arrival("st-1") == 110.0
+    store.forget_arrivals("st-1", up_to=105.0)  # node-b's row was covered; node-a's is newer
+    assert store.last_arrival("st-1") == 110.0
+    store.forget_arrivals("st-1", up_to=110.0)
+    assert store.last_arrival("st-1") is None and store.last_arrival("st-2") == 50.0
 
 
 def _draft_table(db: Database, rows: int) -> None:

@@ -18,25 +18,21 @@ from pydicom.sr.codedict import codes
 from ai_client import InferenceResult, volume_from_datasets
 from ai_client.reference_service import infer_volume
 from ai_client.testing import mr_head_series, mr_small
-from neuronova.ai.results import (
+from neuronova.ai.codes import (
     AI_MARKER,
     CONFIDENCE,
     HYPERINTENSITY_BURDEN,
     RISK_SCORE,
     SEGMENTS,
     WHITE_MATTER_HYPERINTENSITY,
-    AiResult,
-    FrameMask,
-    NumericMeasurement,
-    build_report,
-    build_results,
-    build_segmentation,
-    is_ai_result,
-    result_uid,
     segment_for_label,
-    to_part10,
-    voxel_volume_mm3,
 )
+from neuronova.ai.geometry import voxel_volume_mm3
+from neuronova.ai.inputs import AiResult, FrameMask, NumericMeasurement, result_uid
+from neuronova.ai.recognition import is_ai_result
+from neuronova.ai.results import build_results, to_part10
+from neuronova.ai.seg import build_segmentation
+from neuronova.ai.sr import build_report
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -20,8 +21,10 @@ from ai_client import MalformedResponse, PermanentError, TransientError
 from ai_client.testing import mr_head_series
 from neuronova.ai import settings as ai_settings
 from neuronova.ai.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, NewJob
-from neuronova.ai.results import is_ai_result, to_part10
-from neuronova.ai.service import AiService, node_identity
+from neuronova.ai.recognition import is_ai_result
+from neuronova.ai.results import to_part10
+from neuronova.ai.service import AiService
+from neuronova.ai.tokens import ShareTokens
 from neuronova.errors import HttpError
 from neuronova.gate.shares import ShareRegistry
 from neuronova.gate.tokens import PluginSigner
@@ -43,13 +46,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def settings(**overrides: Any) -> ai_settings.Settings:
+def settings(stable_age: float = 0.2, **overrides: Any) -> ai_settings.Settings:
     raw: dict[str, Any] = {
         "InferenceUrl": "http://inference.test:8900", "PollSeconds": 0.05, "LeaseSeconds": 5, "Workers": 2,
         "Retry": {"MaxRetries": 3, "BaseDelaySeconds": BASE_DELAY, "Factor": 2, "MaxDelaySeconds": 5, "Jitter": 0},
     }
     raw.update(overrides)
-    return ai_settings.parse(raw, {"HttpPort": 8042, "StableAge": 0.2})
+    return ai_settings.parse(raw, {"HttpPort": 8042, "StableAge": stable_age})
 
 
 class World:
@@ -58,7 +61,7 @@ class World:
         self.shares = ShareRegistry(self.db, SIGNER)
         self.head: list[Dataset] = mr_head_series(seed=f"unit-{tmp_path.name}", slices=4)
         self.orthanc = FakeOrthanc(self.head)
-        self.node = node_identity(str(tmp_path))
+        self.node = "node-unit"
         self.services: list[AiService] = []
 
     @property
@@ -72,7 +75,7 @@ class World:
     def service(self, script: list[Step] | None = None, start: bool = True, **overrides: Any) -> AiService:
         backend = ScriptedBackend(self.orthanc, script or [])
         s = settings(**overrides)
-        service = AiService(s, self.orthanc, self.db, self.shares, self.node,
+        service = AiService(s, self.orthanc, self.db, ShareTokens(self.shares, s.token_ttl_seconds), self.node,
                             backends={"stroke_risk": backend, "tumor_detection": backend} if s.enabled else None)
         service.backend = backend  # type: ignore[attr-defined]
         self.services.append(service)
@@ -103,7 +106,7 @@ def test_the_change_callback_only_enqueues(world: World) -> None:
     for change in ("NEW_STUDY", "NEW_SERIES", "STABLE_STUDY", "STABLE_STUDY", "NEW_INSTANCE", "STABLE_SERIES"):
         service.on_change(change, "STUDY", world.study_id)
     assert world.orthanc.calls == []  # no Orthanc call, no store write on Orthanc's change thread
-    assert service.intake_depth() == 4
+    assert service.intake_depth() == 5  # NEW_INSTANCE too: the arrival, for stability across nodes
     assert service.jobs.counts()["queued"] == 0
 
 
@@ -117,7 +120,11 @@ def test_a_stable_study_runs_one_job_and_stores_seg_and_sr(world: World) -> None
     assert request.dicomweb_url == "http://127.0.0.1:8042/dicom-web"
     assert (request.study_instance_uid, request.series_instance_uid, request.patient_id) == (
         world.study_uid, job.series_uid, "NN-TEST-0001")
-    assert request.instance_id == f"in-{world.head[0].SOPInstanceUID}"  # the first instance by number
+    # the middle slice by position along the slice normal (4 slices: the second)
+    iop = [float(v) for v in world.head[0].ImageOrientationPatient]
+    normal = np.cross(iop[:3], iop[3:])
+    by_position = sorted(world.head, key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
+    assert request.instance_id == f"in-{by_position[1].SOPInstanceUID}"
     claims = SIGNER.verify("share", request.access_token)  # a share token for exactly this study...
     assert claims["study"] == world.study_uid and claims["by"] == f"ai:{job.id}"
     assert claims["exp"] - claims["iat"] == 900
@@ -196,7 +203,8 @@ def test_stop_mid_job_requeues_it_and_the_next_start_completes_it_once(world: Wo
     first.on_change("STABLE_STUDY", "STUDY", world.study_id)
     wait_for(lambda: (j := world.job(first)) is not None and j.status == RUNNING, what="running")
     first.stop()  # Orthanc stops while the service is still working
-    job = world.job(first)
+    # (another worker may claim the released job in that instant; it hands it back at once)
+    job = wait_for(lambda: (j := world.job(first)).status == QUEUED and j.lease_owner == "" and j, what="queued")
     assert (job.status, job.attempts, job.lease_owner) == (QUEUED, 0, "")
     release.set()  # the old attempt ends after the stop: its outcome must be ignored
     time.sleep(0.3)
@@ -247,6 +255,39 @@ def test_a_failed_evaluation_keeps_the_study_pending_for_the_next_sweep(world: W
     first.stop()
     second = world.service()  # its first sweep comes StableAge (0.2 s) after the start
     assert world.finished(second).status == SUCCEEDED
+
+
+def test_a_study_received_through_two_nodes_is_analysed_once_when_both_are_done(world: World) -> None:
+    # Two nodes on one store and one index: node A stored the first half of the study, node B
+    # is storing the rest when A's own StableAge runs out (Orthanc's STABLE_STUDY is per node).
+    world.orthanc = FakeOrthanc(world.head[:2])
+    world.node = "node-a"
+    a = world.service(stable_age=1.0)
+    world.node = "node-b"
+    b = world.service(stable_age=1.0)
+    for ds in world.head[:2]:
+        a.on_change("NEW_INSTANCE", "INSTANCE", f"in-{ds.SOPInstanceUID}")
+    wait_for(lambda: a.jobs.last_arrival(world.study_id) is not None, what="A's arrivals")
+    world.orthanc.add(world.head[2:])
+    for ds in world.head[2:]:
+        b.on_change("NEW_INSTANCE", "INSTANCE", f"in-{ds.SOPInstanceUID}")
+    wait_for(lambda: a.intake_depth() == 0 and b.intake_depth() == 0, what="arrivals recorded")
+    received_by_b = b.jobs.last_arrival(world.study_id)
+    a.on_change("STABLE_STUDY", "STUDY", world.study_id)  # A alone thinks the study is stable
+    wait_for(lambda: a.intake_depth() == 0, what="A's evaluation")
+    assert b.clock() - received_by_b < 1.0, "the test machine is too slow for this check"
+    assert a.jobs.find() == []  # deferred: B stored an instance less than StableAge ago
+    job = world.finished(a)
+    assert job.status == SUCCEEDED and job.result["mask"]["frames"] == 4  # the whole study
+    assert job.created_at >= received_by_b + 1.0 - 0.01  # created once B's StableAge had passed too
+    b.on_change("STABLE_STUDY", "STUDY", world.study_id)  # B's own stable event comes later: nothing new
+    wait_for(lambda: b.intake_depth() == 0, what="B's evaluation")
+    time.sleep(0.3)
+    assert len(a.jobs.find(study=world.study_uid)) == 1
+    requests = [*a.backend.requests, *b.backend.requests]  # type: ignore[attr-defined]
+    assert len(requests) == 1
+    assert sorted(str(ds.Modality) for ds in world.orthanc.posted) == ["SEG", "SR"]
+    assert a.jobs.last_arrival(world.study_id) is None  # the arrivals the evaluation covered are dropped
 
 
 def test_new_series_events_record_their_study(world: World) -> None:

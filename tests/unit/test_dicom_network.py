@@ -43,7 +43,23 @@ def test_extended_modalities_refuse_what_they_do_not_name(tmp_path: Path) -> Non
     rendered = config["DicomModalities"]["ct1"]
     assert rendered["AllowStore"] is True and rendered["AllowEcho"] is True
     assert rendered["AllowFind"] is False and rendered["AllowMove"] is False and rendered["AllowGet"] is False
-    assert config["DicomModalities"]["old"] == ["OLD", "::1", 11112]
+    # the list form gets every permission but C-GET (Orthanc cannot audit C-GET)
+    old = config["DicomModalities"]["old"]
+    assert (old["AET"], old["Host"], old["Port"]) == ("OLD", "::1", 11112)
+    assert old["AllowStore"] and old["AllowFind"] and old["AllowMove"] and old["AllowGet"] is False
+    assert config["DicomAlwaysAllowGet"] is False
+
+
+def test_c_get_only_when_allowed_unaudited(tmp_path: Path) -> None:
+    getter = {"ws": {"AET": "WS1", "Host": "127.0.0.1", "Port": 104, "AllowGet": True}}
+    with pytest.raises(SystemExit, match="C-GET cannot be audited"):
+        render(tmp_path, NEURONOVA_MODALITIES=json.dumps(getter))
+    allowed = render(tmp_path, NEURONOVA_MODALITIES=json.dumps({**getter, "old": ["OLD", "::1", 11112]}),
+                     NEURONOVA_DICOM_CGET="unaudited")
+    assert allowed["DicomModalities"]["ws"]["AllowGet"] is True
+    assert allowed["DicomModalities"]["old"] == ["OLD", "::1", 11112]
+    with pytest.raises(SystemExit, match="NEURONOVA_DICOM_CGET"):
+        render(tmp_path, NEURONOVA_DICOM_CGET="yes")
 
 
 def test_without_remote_access_dicom_is_for_loopback_modalities_only(tmp_path: Path) -> None:

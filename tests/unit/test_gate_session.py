@@ -14,7 +14,7 @@ import pytest
 from neuronova import audit
 from neuronova.audit import AuditWriter
 from neuronova.errors import ConfigError
-from neuronova.gate import Gate, origin
+from neuronova.gate import Gate, origin, proxies
 from neuronova.gate import api as gate_api
 from neuronova.gate import settings as gate_settings
 from neuronova.gate.passwords import hash_password
@@ -137,10 +137,27 @@ def test_a_logout_elsewhere_reaches_a_node_that_cached_the_session(db: Database)
     assert not elsewhere.revoke("no-such-session")
 
 
+def test_ended_sessions_leave_memory_once_expired(db: Database) -> None:
+    now = [1000.0]
+    registry = SessionRegistry(db, refresh_seconds=5.0, clock=lambda: now[0])
+    session = registry.open("admin", 600)
+    assert registry.revoke(session) and registry.is_revoked(session)
+    now[0] += 601.0  # past the cookie's expiry, and past the minute kept for local writes
+    assert not registry.is_revoked(session)
+    assert session not in registry._revoked
+
+
 def test_logout_handler_revokes_and_audits(gate: Gate, db: Database) -> None:
     api = gate_api.GateApi(gate, db)
     headers = session_headers(gate)
-    answer = api.logout(Request("GET", "/neuronova/logout", headers=headers, ip="10.0.0.7"))
+    foreign = api.logout(Request("POST", "/neuronova/logout", headers={**headers, "origin": "https://evil.example"},
+                                 ip="10.0.0.7"))
+    assert foreign.status == 403 and "Set-Cookie" not in foreign.headers
+    bare = api.logout(Request("GET", "/neuronova/logout", headers=headers, ip="10.0.0.7"))
+    assert bare.status == 200 and "Set-Cookie" not in bare.headers and b'method="post"' in bare.body
+    assert gate.allow_request("/system", GET, "10.0.0.9", headers, {})  # still signed in
+    own = {**headers, "referer": "http://" + headers.get("host", "pacs") + "/app/explorer.html"}
+    answer = api.logout(Request("GET", "/neuronova/logout", headers=own, ip="10.0.0.7"))
     assert answer.status == 200 and "Max-Age=0" in answer.headers["Set-Cookie"]
     assert not gate.allow_request("/system", GET, "10.0.0.9", headers, {})
     gate.flush_audit()
@@ -187,7 +204,7 @@ def test_login_redirect_keeps_local_paths() -> None:
         assert gate_api._safe_next(target) == target
 
 
-@pytest.mark.parametrize("module", [origin, gate_api], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [origin, gate_api, proxies], ids=lambda m: m.__name__)
 def test_docstring_examples(module: Any) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -204,3 +221,20 @@ def test_the_plugins_own_share_revocations_are_audited_once(gate: Gate, db: Data
     gate.shares.revoke(manual.id, audited=True)  # the API handler records it, with who and from where
     gate.flush_audit()
     assert len(audit.query(db, limit=100000)) == before
+
+
+def test_behind_a_trusted_proxy_the_client_address_is_the_forwarded_one(db: Database) -> None:
+    writer = AuditWriter(db)
+    gate = Gate(make_settings(TrustedProxies="127.0.0.1, 10.9.0.0/16"), FakeHost([]), db, writer)
+    wrong = {"authorization": "Basic " + base64.b64encode(b"admin:wrong").decode(), **HOST}
+    try:
+        forwarded = {**wrong, "x-forwarded-for": "6.6.6.6, 203.0.113.9"}
+        assert not gate.allow_request("/system", GET, "127.0.0.1", forwarded, {})
+        assert last_row(gate, db)["ip"] == "203.0.113.9"  # the balancer's own address is not the client
+        assert not gate.allow_request("/system", GET, "198.51.100.7", {**wrong, "x-forwarded-for": "203.0.113.9"}, {})
+        assert last_row(gate, db)["ip"] == "198.51.100.7"  # an untrusted peer's header is ignored
+        assert gate.client_ip("127.0.0.1", {}) == "127.0.0.1"
+    finally:
+        writer.close()
+    with pytest.raises(ConfigError, match="TrustedProxies"):
+        make_settings(TrustedProxies=["not-a-network"])

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from ..audit import iso_utc
 from ..errors import ConfigError
 from ..store import Database
-from ..store.schema import ai_job_events, ai_jobs, ai_pending
+from ..store.schema import ai_arrivals, ai_job_events, ai_jobs, ai_pending
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
@@ -125,6 +125,8 @@ class Job:
             "next_attempt_at": iso_utc(self.next_attempt_at) if self.status == QUEUED else None,
             "last_error": self.last_error,
             "result": dict(self.result) if self.status == SUCCEEDED else None,
+            # the NodeName holding the lease (several nodes on one store), while running
+            "running_on": self.lease_owner.split("/", 1)[0] if self.status == RUNNING else None,
         }
         if history is not None:
             out["history"] = [e.to_json() for e in history]
@@ -145,7 +147,7 @@ def ensure_schema(db: Database) -> None:
                         f"the store's ai_jobs table has another layout ({count} rows); migrate it or move it away"
                     )
                 ai_jobs.drop(connection)
-    for table in (ai_jobs, ai_job_events, ai_pending):
+    for table in (ai_jobs, ai_job_events, ai_pending, ai_arrivals):
         table.create(db.engine, checkfirst=True)
 
 
@@ -398,3 +400,32 @@ class JobStore:
             statement = statement.where(ai_pending.c.seen_at < seen_before)
         with self._db.engine.connect() as connection:
             return [str(v) for v in connection.execute(statement).scalars()]
+
+    # -- instance arrivals per node (stability across the cluster) ------------------------
+
+    def record_arrivals(self, node: str, arrivals: Mapping[str, float]) -> None:
+        """``node`` stored instances of these studies (Orthanc ids) at these times. Only the
+        node itself writes its rows (from its one intake thread), so update-else-insert is safe."""
+        for study_id, at in arrivals.items():
+            with self._db.engine.begin() as connection:
+                changed = connection.execute(
+                    update(ai_arrivals).where(ai_arrivals.c.study_id == study_id, ai_arrivals.c.node == node)
+                    .values(last_arrival=func.greatest(ai_arrivals.c.last_arrival, at)
+                            if self._db.engine.dialect.name != "sqlite" else func.max(ai_arrivals.c.last_arrival, at))
+                ).rowcount
+                if changed == 0:
+                    connection.execute(insert(ai_arrivals).values(study_id=study_id, node=node, last_arrival=at))
+
+    def last_arrival(self, study_id: str) -> float | None:
+        """When any node last stored an instance of the study (None: no arrival recorded)."""
+        with self._db.engine.connect() as connection:
+            value = connection.execute(
+                select(func.max(ai_arrivals.c.last_arrival)).where(ai_arrivals.c.study_id == study_id)
+            ).scalar_one_or_none()
+        return None if value is None else float(value)
+
+    def forget_arrivals(self, study_id: str, up_to: float) -> None:
+        """Drop the arrivals an evaluation has covered (a later one stays: it is new content)."""
+        with self._db.engine.begin() as connection:
+            connection.execute(delete(ai_arrivals).where(ai_arrivals.c.study_id == study_id,
+                                                         ai_arrivals.c.last_arrival <= up_to))

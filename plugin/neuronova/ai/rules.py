@@ -1,8 +1,8 @@
 """Which studies go to which models, and which series a job analyses (pure: values in, values out).
 
 A study is described by a :class:`StudySnapshot` (what Orthanc's index says about it). The
-AI results NeuroNova stores back (recognised by :func:`~neuronova.ai.results.is_ai_result`
-on the series' main tags: Orthanc 1.10.1 keeps Manufacturer and SeriesDescription there)
+AI results NeuroNova stores back (recognised by :func:`~neuronova.ai.recognition.is_ai_result`
+on the series' main tags: Orthanc keeps Manufacturer and SeriesDescription there)
 are never eligible and never part of the study's content key, so storing them cannot
 trigger a job.
 """
@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .results import is_ai_result
+from .recognition import is_ai_result
 from .settings import NON_IMAGE_MODALITIES, Rule
 
 

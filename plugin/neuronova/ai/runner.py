@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -25,18 +25,13 @@ from ai_client.models import InvalidRequest
 from ..errors import OrthancCallError
 from ..host import Host
 from .clients import Backend
+from .codes import HYPERINTENSITY_BURDEN, NO_UNITS, segment_for_label
+from .geometry import SliceRef, middle_slice, number_of_frames, ordered_slices
+from .headers import RULES, Rule
+from .inputs import AiResult, FrameMask, FrameMaskLike, NumericMeasurement
 from .jobs import Job
-from .results import (
-    HYPERINTENSITY_BURDEN,
-    NO_UNITS,
-    AiResult,
-    FrameMask,
-    FrameMaskLike,
-    NumericMeasurement,
-    build_results,
-    segment_for_label,
-    to_part10,
-)
+from .results import ResultsError, build_results
+from .tokens import TokenIssuer
 
 SUCCEEDED, TRANSIENT, PERMANENT, INTERRUPTED = "succeeded", "transient", "permanent", "interrupted"
 
@@ -50,39 +45,51 @@ class Outcome:
     inference_seconds: float | None = None
 
 
-class TokenIssuer(Protocol):
-    def issue(self, study_uid: str, job_id: str) -> tuple[str, Callable[[], None]]:
-        """A short-lived read-only token for one study, and a function that revokes it."""
-
-
 class Interrupted(Exception):
     """Orthanc is stopping: leave the job for the next start."""
 
 
-def _series_instances(host: Host, series_id: str) -> list[dict[str, Any]]:
+def _series_slices(host: Host, series_id: str) -> list[SliceRef]:
+    """The series' instances in slice order (``geometry.ordered_slices``), from Orthanc's index."""
     instances = host.rest_get_json(f"/series/{series_id}/instances")
-
-    def order(i: Mapping[str, Any]) -> tuple[int, str]:
+    slices = []
+    for i in instances:
         tags = i.get("MainDicomTags", {})
-        try:
-            number = int(tags.get("InstanceNumber", "") or 0)
-        except ValueError:
-            number = 0
-        return number, str(i.get("ID", ""))
+        slices.append(SliceRef(
+            orthanc_id=str(i.get("ID", "")), sop_instance_uid=str(tags.get("SOPInstanceUID", "")),
+            instance_number=str(tags.get("InstanceNumber", "")),
+            image_position=str(tags.get("ImagePositionPatient", "")),
+            image_orientation=str(tags.get("ImageOrientationPatient", "")),
+        ))
+    return ordered_slices(slices)
 
-    return sorted(instances, key=order)
+
+@dataclass(frozen=True, eq=False)
+class Masks:
+    """The masks of an answer, the images the SEG covers (None: the whole series) and a
+    note when a mask cannot be placed."""
+
+    frames: list[FrameMaskLike]
+    segmented: frozenset[str] | None = None
+    note: str = ""
 
 
-def _masks(result: InferenceResult) -> tuple[list[FrameMaskLike], str]:
-    """The frames' masks; a legacy single mask needs the instance it belongs to."""
+def _masks(result: InferenceResult, sent: SliceRef, sources: Sequence[Dataset]) -> Masks:
+    """Per-frame masks cover the series. A single mask is for one instance: the one the
+    answer names, else (the seed contract) the instance the request named."""
     if result.segmentation_frames:
-        return list(result.segmentation_frames), ""
-    if result.segmentation is not None:
-        if result.segmentation_sop_instance_uid:
-            return [FrameMask(result.segmentation_sop_instance_uid, result.segmentation_frame_number or 1,
-                              np.asarray(result.segmentation, dtype=np.bool_))], ""
-        return [], "the service returned a mask without segmentation_sop_instance_uid: no SEG stored"
-    return [], ""
+        return Masks(list(result.segmentation_frames))
+    if result.segmentation is None:
+        return Masks([])
+    uid = result.segmentation_sop_instance_uid or sent.sop_instance_uid
+    frame = result.segmentation_frame_number
+    if frame is None:
+        source = next((ds for ds in sources if str(ds.SOPInstanceUID) == uid), None)
+        if source is not None and number_of_frames(source) > 1:
+            return Masks([], note=f"the service returned one mask for the {number_of_frames(source)}-frame "
+                                  f"instance {uid} without segmentation_frame_number: no SEG stored")
+        frame = 1
+    return Masks([FrameMask(uid, frame, np.asarray(result.segmentation, dtype=np.bool_))], frozenset({uid}))
 
 
 def _burden(details: Mapping[str, Any]) -> list[NumericMeasurement]:
@@ -101,13 +108,15 @@ def _json_safe(details: Mapping[str, Any]) -> dict[str, Any]:
 
 class Runner:
     def __init__(self, host: Host, backends: Mapping[str, Backend], tokens: TokenIssuer, dicomweb_url: str,
-                 remote_names: Mapping[str, str], stopping: Callable[[], bool] = lambda: False) -> None:
+                 remote_names: Mapping[str, str], stopping: Callable[[], bool] = lambda: False,
+                 header_rules: Mapping[str, Rule] = RULES) -> None:
         self.host = host
         self.backends = backends
         self.tokens = tokens
         self.dicomweb_url = dicomweb_url
         self.remote_names = remote_names
         self.stopping = stopping
+        self.header_rules = header_rules  # headers.RULES; replaceable for a fixed rule without restart
 
     def run(self, job: Job) -> Outcome:
         try:
@@ -132,15 +141,16 @@ class Runner:
         series_id = self.host.lookup_series(job.series_uid)
         if series_id is None or self.host.lookup_study(job.study_uid) is None:
             raise PermanentError("the study or the series is no longer in Orthanc")
-        instances = _series_instances(self.host, series_id)
-        if not instances:
+        slices = _series_slices(self.host, series_id)
+        if not slices:
             raise PermanentError("the series has no instances")
+        sent = middle_slice(slices)
         sources: list[Dataset] = []
 
         def load_sources() -> Sequence[Dataset]:
             if not sources:
-                for instance in instances:
-                    data = self.host.rest_get(f"/instances/{instance['ID']}/file")
+                for instance in slices:
+                    data = self.host.rest_get(f"/instances/{instance.orthanc_id}/file")
                     sources.append(pydicom.dcmread(io.BytesIO(data)))
             return sources
 
@@ -150,7 +160,7 @@ class Runner:
             try:
                 try:
                     request = InferenceRequest(
-                        instance_id=str(instances[0]["ID"]), model_type=self.remote_names.get(job.model, job.model),
+                        instance_id=sent.orthanc_id, model_type=self.remote_names.get(job.model, job.model),
                         patient_id=job.patient_id, study_instance_uid=job.study_uid,
                         series_instance_uid=job.series_uid, dicomweb_url=self.dicomweb_url, access_token=token,
                     )
@@ -164,22 +174,25 @@ class Runner:
         inference_seconds = time.monotonic() - started
         if self.stopping():
             raise Interrupted("Orthanc is stopping; the results will be computed again after the restart")
-        return self._store(job, result, load_sources(), inference_seconds)
+        return self._store(job, result, load_sources(), sent, inference_seconds)
 
-    def _store(self, job: Job, result: InferenceResult, sources: Sequence[Dataset],
+    def _store(self, job: Job, result: InferenceResult, sources: Sequence[Dataset], sent: SliceRef,
                inference_seconds: float) -> Outcome:
-        masks, note = _masks(result)
+        placed = _masks(result, sent, sources)
+        masks, note = placed.frames, placed.note
         try:
             ai = AiResult(
                 job_id=job.id, model_type=job.model, risk_score=result.risk_score, confidence=result.confidence,
                 masks=masks, model_version=result.model_version or "", segment=segment_for_label(
                     result.segmentation_label), extra_measurements=_burden(result.details),
             )
-            objects = build_results(list(sources), ai)
-            blobs = [(kind, ds, to_part10(ds)) for kind, ds in
-                     (("SEG", objects.segmentation), ("SR", objects.report)) if ds is not None]
-        except (ValueError, TypeError, AttributeError) as exc:
+            objects = build_results(list(sources), ai, segmented=placed.segmented, rules=self.header_rules)
+        except ResultsError as exc:
+            raise PermanentError(f"the answer cannot be stored as DICOM: {exc}") from exc
+        except (ValueError, TypeError) as exc:
             raise PermanentError(f"the answer cannot be stored as DICOM: {type(exc).__name__}: {exc}") from exc
+        kinds = ["SEG"] * (objects.segmentation is not None) + ["SR"]
+        blobs = list(zip(kinds, objects.datasets(), objects.part10(), strict=True))
         stored = []
         for kind, ds, blob in blobs:  # SEG first: the SR references it
             answer = json.loads(self.host.rest_post("/instances", blob))
@@ -199,6 +212,8 @@ class Runner:
             "segmentation_label": result.segmentation_label,
             "mask": {"frames": len(masks), "voxels": mask_voxels} if masks else None,
             "series_analysed": job.series_uid,
+            "instance_sent": {"orthanc_id": sent.orthanc_id, "sop_instance_uid": sent.sop_instance_uid},
+            "header_changes": [c.to_json() for c in objects.changes],
             "objects": stored,
             "details": _json_safe(result.details),
         }

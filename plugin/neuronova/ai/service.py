@@ -5,8 +5,11 @@ Threads (all daemon: a non-daemon thread makes Orthanc hang at shutdown):
 - Orthanc's change thread only calls :meth:`AiService.on_change`, which puts the event on
   an in-memory queue (no I/O, no lock held for long);
 - ``neuronova-ai-intake`` reads those events: it records studies seen (NEW_STUDY,
-  NEW_SERIES) in the store, and on STABLE_STUDY evaluates the rules and creates the jobs
-  (idempotent: one job per model and study content);
+  NEW_SERIES) and this node's instance arrivals (NEW_INSTANCE) in the store, and on
+  STABLE_STUDY evaluates the rules and creates the jobs (idempotent: one job per model and
+  study content). Orthanc's STABLE_STUDY is per node: a study is evaluated only once no node
+  of the cluster has stored an instance of it for StableAge (the shared ``ai_arrivals``);
+  until then the evaluation is deferred to the newest arrival + StableAge;
 - ``neuronova-ai-worker-N`` claim due jobs and run them (``requests``, never
   ``orthanc.HttpPost``, which would hold the GIL for the whole inference);
 - ``neuronova-ai-monitor`` re-queues what this node left running before a restart, renews
@@ -15,17 +18,15 @@ Threads (all daemon: a non-daemon thread makes Orthanc hang at shutdown):
 
 from __future__ import annotations
 
-import os
+import heapq
 import queue
-import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import ConfigError, HttpError
-from ..gate.shares import ShareRegistry
+from ..errors import ConfigError, HttpError, OrthancCallError
 from ..host import Host
 from ..store import Database
 from . import retry
@@ -33,39 +34,12 @@ from .jobs import AUTO, MANUAL, Job, JobStore, NewJob, ensure_schema
 from .rules import evaluate, series_for_model, study_content_key
 from .settings import Settings
 from .snapshot import load_study, load_study_by_uid, parent_study
+from .tokens import TokenIssuer
 
 STABLE, SEEN_STUDY, SEEN_SERIES, RECHECK = "stable", "seen-study", "seen-series", "recheck"
+ARRIVAL, DEFERRED = "arrival", "deferred"
+_SERIES_CACHE = 10_000  # series -> study of recent arrivals (one look-up per series, not per instance)
 METRIC_PREFIX = "neuronova_ai_"
-
-
-def node_identity(data_dir: str) -> str:
-    """A name for this Orthanc node that survives restarts (kept in its data folder), so
-    that at start-up it knows which running jobs were its own."""
-    path = os.path.join(data_dir, "ai-node-id")
-    try:
-        with open(path, encoding="ascii") as handle:
-            value = handle.read().strip()
-        if value:
-            return value
-    except FileNotFoundError:
-        pass
-    value = "node-" + secrets.token_hex(6)
-    with open(path, "w", encoding="ascii") as handle:
-        handle.write(value + "\n")
-    return value
-
-
-class ShareTokens:
-    """Tokens for the inference service, minted exactly like share links (a revocable share
-    row, audited under the subject ``share:<id>``), created by ``ai:<job id>``."""
-
-    def __init__(self, shares: ShareRegistry, ttl_seconds: int) -> None:
-        self._shares = shares
-        self._ttl = ttl_seconds
-
-    def issue(self, study_uid: str, job_id: str) -> tuple[str, Callable[[], None]]:
-        share, token = self._shares.create(study_uid, f"ai:{job_id}", self._ttl)
-        return token, lambda: self._shares.revoke(share.id)
 
 
 class Stats:
@@ -90,7 +64,7 @@ class Stats:
 
 
 class AiService:
-    def __init__(self, settings: Settings, host: Host, db: Database, shares: ShareRegistry, node_id: str,
+    def __init__(self, settings: Settings, host: Host, db: Database, tokens: TokenIssuer, node_id: str,
                  backends: Mapping[str, Any] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.host = host
@@ -114,16 +88,25 @@ class AiService:
                 except ValueError as exc:
                     raise ConfigError(f"Ai.Models: {exc}") from exc
             self.backends = dict(backends)
-        self._tokens = ShareTokens(shares, settings.token_ttl_seconds)
+        self._tokens = tokens
         self._intake: queue.SimpleQueue[tuple[str, str, float]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        # Workers claim only after the monitor re-queued what this node left running: else
+        # the recovery could take back a job a worker of this very start had just claimed
+        # (same node id) and the job would run twice.
+        self._recovered = threading.Event()
         self._started = False
         self._start_lock = threading.Lock()
         self._inflight: set[str] = set()  # lease owners of the attempts under way
         self._inflight_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._runner: Any = None
+        # Intake thread only: evaluations waiting for the cluster's newest arrival + StableAge
+        # (due, study id), their trigger times, and the series -> study look-ups of arrivals.
+        self._deferred: list[tuple[float, str]] = []
+        self._deferred_trigger: dict[str, float] = {}
+        self._series_study: dict[str, str] = {}
 
     @property
     def enabled(self) -> bool:
@@ -184,7 +167,8 @@ class AiService:
             return
         if not self.enabled:
             return
-        kind = {"STABLE_STUDY": STABLE, "NEW_STUDY": SEEN_STUDY, "NEW_SERIES": SEEN_SERIES}.get(change)
+        kind = {"STABLE_STUDY": STABLE, "NEW_STUDY": SEEN_STUDY, "NEW_SERIES": SEEN_SERIES,
+                "NEW_INSTANCE": ARRIVAL}.get(change)
         if kind is not None:
             self._intake.put((kind, resource_id, self.clock()))
 
@@ -195,10 +179,15 @@ class AiService:
 
     def _intake_loop(self) -> None:
         while not self._stopping.is_set():
+            timeout = self.settings.poll_seconds
+            if self._deferred:
+                timeout = min(timeout, max(0.0, self._deferred[0][0] - self.clock()))
+            batch = self._due_deferred()
             try:
-                batch = [self._intake.get(timeout=self.settings.poll_seconds)]
+                batch.append(self._intake.get(timeout=timeout) if not batch else self._intake.get_nowait())
             except queue.Empty:
-                continue
+                if not batch:
+                    continue
             while len(batch) < 1000:
                 try:
                     batch.append(self._intake.get_nowait())
@@ -215,11 +204,62 @@ class AiService:
             self.stats.intake_errors += 1
         self.host.log_error(f"NeuroNova AI: {what}: {type(exc).__name__}: {exc}")
 
+    def _due_deferred(self) -> list[tuple[str, str, float]]:
+        now = self.clock()
+        due = []
+        while self._deferred and self._deferred[0][0] <= now:
+            _, study_id = heapq.heappop(self._deferred)
+            if study_id in self._deferred_trigger:
+                due.append((DEFERRED, study_id, self._deferred_trigger.pop(study_id)))
+        return due
+
+    def _defer(self, study_id: str, until: float, triggered_at: float) -> None:
+        """Evaluate the study again at ``until`` (another node stored an instance recently)."""
+        known = self._deferred_trigger.get(study_id)
+        self._deferred_trigger[study_id] = triggered_at if known is None else min(known, triggered_at)
+        heapq.heappush(self._deferred, (until, study_id))
+
+    def _study_of_instance(self, instance_id: str) -> str | None:
+        """Orthanc id of an instance's study: one call per instance, one more per new series."""
+        try:
+            series = str(self.host.rest_get_json(f"/instances/{instance_id}").get("ParentSeries", ""))
+        except OrthancCallError as exc:
+            if exc.status == 404:
+                return None  # deleted meanwhile
+            raise
+        if not series:
+            return None
+        study = self._series_study.get(series)
+        if study is None:
+            study = parent_study(self.host, series)
+            if study is None:
+                return None
+            if len(self._series_study) >= _SERIES_CACHE:
+                self._series_study.clear()
+            self._series_study[series] = study
+        return study
+
+    def _record_arrivals(self, arrivals: list[tuple[str, float]]) -> None:
+        latest: dict[str, float] = {}
+        for instance_id, at in arrivals:
+            try:
+                study = self._study_of_instance(instance_id)
+            except Exception as exc:  # noqa: BLE001 - one lost arrival; the study's stable event still comes
+                self._intake_error(f"cannot find the study of instance {instance_id}", exc)
+                continue
+            if study:
+                latest[study] = max(at, latest.get(study, at))
+        if latest:
+            self.jobs.record_arrivals(self.node_id, latest)
+
     def _intake_batch(self, batch: list[tuple[str, str, float]]) -> None:
         seen: list[str] = []
+        arrivals: list[tuple[str, float]] = []
         stable: dict[str, tuple[float, str]] = {}
         for kind, resource_id, at in batch:
-            if kind == SEEN_STUDY:
+            if kind == ARRIVAL:
+                arrivals.append((resource_id, at))
+            elif kind == SEEN_STUDY:
                 seen.append(resource_id)
             elif kind == SEEN_SERIES:
                 try:
@@ -229,8 +269,14 @@ class AiService:
                     continue
                 if study:
                     seen.append(study)
-            elif kind in (STABLE, RECHECK) and (resource_id not in stable or at < stable[resource_id][0]):
+            elif kind in (STABLE, RECHECK, DEFERRED) and (resource_id not in stable or at < stable[resource_id][0]):
                 stable[resource_id] = (at, kind)
+        # Arrivals first: a stable event in the same batch must see them.
+        if arrivals:
+            try:
+                self._record_arrivals(arrivals)
+            except Exception as exc:  # noqa: BLE001 - the stable events below are still handled
+                self._intake_error("cannot record instance arrivals", exc)
         if seen:
             try:
                 self.jobs.add_pending(dict.fromkeys(seen))
@@ -245,13 +291,22 @@ class AiService:
                 self._intake_error(f"cannot evaluate study {study_id}", exc)
 
     def evaluate_study(self, study_id: str, triggered_at: float, require_stable: bool = False) -> list[Job]:
-        """Create the jobs the rules give for a stable study (existing ones are kept)."""
+        """Create the jobs the rules give for a stable study (existing ones are kept).
+
+        Stable means stable for the cluster: when some node (this one or another) stored an
+        instance of the study less than StableAge ago, the evaluation is deferred to then. The
+        nodes that evaluate the same content create the same job (its content key is unique in
+        the store), so whichever evaluates first claims the analysis and the others find it."""
         study = load_study(self.host, study_id)
         if study is None:
             self.jobs.remove_pending(study_id)
             return []
         if require_stable and not study.is_stable:
             return []  # still receiving: Orthanc will report it stable later
+        last_arrival = self.jobs.last_arrival(study_id)
+        if last_arrival is not None and self.clock() - last_arrival < self.settings.stable_age_seconds:
+            self._defer(study_id, last_arrival + self.settings.stable_age_seconds, triggered_at)
+            return []
         created = []
         for match in evaluate(self.settings.rules, study, self.backends.keys()):
             job, is_new = self.jobs.create(NewJob(
@@ -264,6 +319,8 @@ class AiService:
                 self.host.log_info(f"NeuroNova AI: job {job.id} ({job.model}) for study {job.study_uid}, "
                                    f"series {job.series_uid}, rule {match.rule}")
         self.jobs.remove_pending(study_id)
+        if last_arrival is not None:
+            self.jobs.forget_arrivals(study_id, last_arrival)
         if created:
             self._wake.set()
         return created
@@ -318,6 +375,9 @@ class AiService:
         self._wake.clear()
 
     def _worker(self) -> None:
+        while not self._recovered.wait(self.settings.poll_seconds):
+            if self._stopping.is_set():
+                return
         while not self._stopping.is_set():
             try:
                 if not self._work_once():
@@ -335,6 +395,8 @@ class AiService:
         with self._inflight_lock:
             self._inflight.add(owner)
         try:
+            if self._stopping.is_set():
+                return False  # stop() may have just handed a job back: do not take it again
             job = self.jobs.claim(owner, self.settings.lease_seconds)
             if job is None:
                 return False
@@ -385,6 +447,8 @@ class AiService:
                 self._wake.set()
         except Exception as exc:  # noqa: BLE001 - their leases expire; they are claimed then
             self.host.log_error(f"NeuroNova AI: recovery failed: {exc}")
+        finally:
+            self._recovered.set()
         # Studies seen but never evaluated (Orthanc stopped before they became stable, or an
         # evaluation failed): Orthanc does not report them stable after a restart, so they
         # are looked at once StableAge has passed, and then every sweep period.

@@ -11,9 +11,9 @@ instance retrieval can be taken over by a ``RetrieveHandler`` (the HTJ2K package
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
@@ -26,7 +26,7 @@ from ..gate.api import caller
 from ..gate.policy import Visibility
 from ..host import Host
 from ..http import Request, Response, error_response
-from . import admin, stow
+from . import admin, search, stow
 from .paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
 from .rules import (
     PNG,
@@ -44,6 +44,7 @@ DICOM_JSON = "application/dicom+json"
 _INTERNAL_URL = re.compile(rb"https?://[^/\"\s]+" + re.escape(INTERNAL_ROOT.encode()) + rb"/")
 STUDY_UID, SERIES_UID, SOP_UID, PATIENT_ID = "0020000D", "0020000E", "00080018", "00100020"
 SOP_CLASS_UID = "00080016"
+SEARCH_SECONDS = 5.0  # how long a search answer may miss another node's changes
 
 
 class RetrieveHandler(Protocol):
@@ -102,7 +103,9 @@ class DicomWebFront:
         # Rewrites study metadata before it is cached (the HTJ2K package advertises renditions).
         self.annotate_metadata = annotate_metadata
         self.metadata_cache: Cache[tuple[str, str], bytes] = Cache(max_bytes=metadata_cache_bytes)
-        self.search_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024)
+        self.search_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024, max_entries=4096)
+        # Whole non-admin answers, keyed by the caller's permitted set (the gate's cached object).
+        self.answer_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024, max_entries=4096)
         self.generation = 0  # counts this node's new and deleted resources (note_change)
         # Studies no non-admin search may return (gate/collisions.py sets it: quarantine).
         self.hidden_studies: Callable[[], frozenset[str]] = frozenset
@@ -143,32 +146,59 @@ class DicomWebFront:
         query.pop("token", None)
         if visibility.everything:
             return self._json_answer(request, self._cached_search(rest, query))
+        hidden = self.hidden_studies()
+        own = identity.patient_id if identity.role == "patient" else ""
+        # The whole answer is cached: a repeated search (viewers repeat them) costs a look-up,
+        # no JSON work under the GIL. Stale after a change on this node, and after 5 s for
+        # the changes other nodes of a shared index make (per entry, so expiries spread out).
+        key = (rest, tuple(sorted(query.items())), visibility.studies, own, public_base(request))
+        version = (self.generation, self._gate.studies.version, hidden)
+        body = self.answer_cache.get(key, version)
+        if body is None:
+            answers = self._permitted(rest, query, visibility, hidden, own)
+            body = self._public_urls(request, json.dumps(answers).encode())
+            self.answer_cache.put(key, body, version=version, ttl=SEARCH_SECONDS)
+        return Response(200, body, DICOM_JSON)
+
+    def _permitted(self, rest: str, query: dict[str, str], visibility: Visibility, hidden: frozenset[str],
+                   own: str) -> list[search.Answer]:
+        """The exact page of a non-admin search (dicomweb/search.py)."""
         limit = _bounded_int(query.pop("limit", ""), "limit")
         offset = _bounded_int(query.pop("offset", ""), "offset") or 0
-        # A study quarantined by a patient collision (gate/collisions.py) is no answer to non-admins.
-        visibility = Visibility(False, visibility.studies - self.hidden_studies())
-        narrowed = _narrow(query, visibility)
-        if narrowed is None:
-            return Response(200, b"[]", DICOM_JSON)
-        # Patients never mix: each answer's PatientID is read as well (below).
+        found = _narrow(query, visibility)
+        if found is None:
+            return []
+        narrowed, permitted = found
+        ordered = self._gate.studies.ordered(permitted)
+        if hidden and not hidden.isdisjoint(ordered):
+            # A study quarantined by a patient collision (gate/collisions.py) is no answer to non-admins.
+            ordered = tuple(u for u in ordered if u not in hidden)
+        # The merge and the post-filter read each answer's UIDs and PatientID.
         fields = [f for f in narrowed.get("includefield", "").split(",") if f]
-        if "all" not in fields and PATIENT_ID not in fields and "PatientID" not in fields:
-            narrowed["includefield"] = ",".join([*fields, PATIENT_ID])
-        results = json.loads(self._cached_search(rest, narrowed) or b"[]")
-        # Defence in depth: whatever the narrowing did, only permitted studies go out, and never
-        # a StudyInstanceUID that the index holds under several PatientIDs (both entries are
-        # left out: which one is legitimate is an admin's decision), nor, for a patient, an
-        # answer of another PatientID.
-        allowed = [r for r in results if tag_value(r, STUDY_UID) in visibility.studies]
-        patients: dict[str, set[str]] = {}
-        for r in allowed:
-            if tag_value(r, PATIENT_ID):
-                patients.setdefault(tag_value(r, STUDY_UID), set()).add(tag_value(r, PATIENT_ID))
-        own = identity.patient_id if identity.role == "patient" else ""
-        allowed = [r for r in allowed if len(patients.get(tag_value(r, STUDY_UID), ())) <= 1
-                   and not (own and tag_value(r, PATIENT_ID) not in ("", own))]
-        page = allowed[offset:offset + limit] if limit else allowed[offset:]
-        return self._json_answer(request, json.dumps(page).encode())
+        if "all" not in fields:
+            needed = [t for t in search.ORDER_TAGS[rest] if t not in fields]
+            narrowed["includefield"] = ",".join([*fields, *needed])
+        allowed = set(ordered)
+
+        def fetch(run: list[str]) -> list[search.Answer]:
+            answers: list[search.Answer] = json.loads(
+                self._cached_search(rest, {**narrowed, "StudyInstanceUID": ",".join(run)}) or b"[]")
+            return answers
+
+        def keep(results: list[search.Answer]) -> list[search.Answer]:
+            # Defence in depth: whatever the narrowing did, only permitted studies go out, and
+            # never a StudyInstanceUID that the index holds under several PatientIDs (both
+            # entries are left out: which one is legitimate is an admin's decision), nor, for
+            # a patient, an answer of another PatientID.
+            mine = [r for r in results if tag_value(r, STUDY_UID) in allowed]
+            patients: dict[str, set[str]] = {}
+            for r in mine:
+                if tag_value(r, PATIENT_ID):
+                    patients.setdefault(tag_value(r, STUDY_UID), set()).add(tag_value(r, PATIENT_ID))
+            return [r for r in mine if len(patients.get(tag_value(r, STUDY_UID), ())) <= 1
+                    and not (own and tag_value(r, PATIENT_ID) not in ("", own))]
+
+        return search.page(rest, ordered, fetch, keep, offset, limit, search.is_matching(narrowed))
 
     def _internal_get(self, rest: str, query: dict[str, str]) -> bytes:
         uri = INTERNAL_ROOT + rest + ("?" + internal_query(query) if query else "")
@@ -177,12 +207,12 @@ class DicomWebFront:
     def _cached_search(self, rest: str, query: dict[str, str]) -> bytes:
         """QIDO answers, cached while this node sees no change (and for 5 s at most, for the
         changes other nodes of a shared index make): viewers repeat the same searches."""
-        key = ("qido", rest, tuple(sorted(query.items())))
-        version = f"{self.generation}:{int(time.monotonic() // 5)}"
-        body = self.search_cache.get(key, version)
+        # Study lists are long: the key holds their digest.
+        key = ("qido", rest, tuple(sorted((k, _digest(v)) for k, v in query.items())))
+        body = self.search_cache.get(key, self.generation)
         if body is None:
             body = self._internal_get(rest, query)
-            self.search_cache.put(key, body, version=version)
+            self.search_cache.put(key, body, version=self.generation, ttl=SEARCH_SECONDS)
         return body
 
     def _json_answer(self, request: Request, body: bytes) -> Response:
@@ -298,8 +328,14 @@ def _bounded_int(raw: str, name: str) -> int:
     return value
 
 
-def _narrow(query: dict[str, str], visibility: Visibility) -> dict[str, str] | None:
-    """Add the permitted study list to a search, or None when nothing can match."""
+def _digest(value: str) -> str:
+    return value if len(value) <= 256 else "#" + hashlib.blake2b(value.encode(), digest_size=16).hexdigest()
+
+
+def _narrow(query: dict[str, str], visibility: Visibility) -> tuple[dict[str, str], frozenset[str]] | None:
+    """The search without its study list, and the permitted studies it asks for (all of them,
+    or those of its StudyInstanceUID list), or None when nothing can match. The caller asks
+    Orthanc for the studies in chunks (dicomweb/search.py)."""
     permitted = visibility.studies
     asked = query.get("StudyInstanceUID") or query.get(STUDY_UID)
     if asked:
@@ -308,10 +344,8 @@ def _narrow(query: dict[str, str], visibility: Visibility) -> dict[str, str] | N
     if not permitted:
         return None
     narrowed = {k: v for k, v in query.items() if k not in ("StudyInstanceUID", STUDY_UID)}
-    # UID list matching: DICOMweb 1.7 takes comma-separated lists (PS3.18), not backslashes.
-    narrowed["StudyInstanceUID"] = ",".join(sorted(permitted))
     # The post-filter reads each answer's StudyInstanceUID: make sure it is included.
     fields = [f for f in narrowed.get("includefield", "").split(",") if f]
     if "all" not in fields and STUDY_UID not in fields and "StudyInstanceUID" not in fields:
         narrowed["includefield"] = ",".join([*fields, STUDY_UID])
-    return narrowed
+    return narrowed, permitted

@@ -17,6 +17,7 @@ from ..router import Router
 from ..scope import Scope
 from ..store import Database
 from .identity import Identity, Method
+from .origin import same_origin_problem
 from .policy import PHYSICIAN_ROLES
 from .routes import EVENT_APPLICATION_ACTIVITY, EVENT_SECURITY_ALERT, EVENT_USER_AUTHENTICATION
 from .service import SESSION_COOKIE, AuthError, Gate, Throttled
@@ -167,7 +168,7 @@ class GateApi:
         self.gate.flush_audit()
         rows = audit_log.query(
             self.db, user=q.get("user", ""), study=q.get("study", ""), decision=q.get("decision", ""),
-            since=since, until=until, limit=request.int_param("limit", 100, 1, 100000),
+            node=q.get("node", ""), since=since, until=until, limit=request.int_param("limit", 100, 1, 100000),
             offset=request.int_param("offset", 0, 0, 10**12),
         )
         if q.get("format") == "jsonl":
@@ -207,7 +208,16 @@ class GateApi:
         return _redirect_page(target, cookie)
 
     def logout(self, request: Request) -> Response:
+        """Ends the session, when the request comes from our own pages (Origin or Referer, as
+        for cookie writes): a foreign page must not log the administrator out. A bare GET (a
+        typed URL or a bookmark carries no Referer) gets a page whose button posts the logout."""
         identity = self.gate.session_of(request.headers.get("cookie", ""))
+        problem = same_origin_problem(request.headers, self.gate.settings.public_origins)
+        if identity is not None and problem:
+            if request.method == "GET" and not request.headers.get("origin") and not request.headers.get("referer"):
+                return Response(200, _LOGOUT_HTML.encode(), "text/html; charset=utf-8", {"Cache-Control": "no-store"})
+            self._audit(identity, request, "logout", "", DENY, f"logout refused: {problem}", EVENT_SECURITY_ALERT)
+            return Response(403, b'{"error": "logout must come from this server\'s own pages"}', "application/json")
         if identity is not None:
             self.gate.end_session(identity)  # the cookie is dead on the server, not only cleared
             self._audit(identity, request, "logout", "", ALLOW, "session closed", EVENT_USER_AUTHENTICATION)
@@ -247,6 +257,12 @@ def _redirect_page(target: str, cookie: str) -> Response:
             f'<a href="{html.escape(target)}">Continue</a>')
     return Response(200, body.encode(), "text/html; charset=utf-8", {"Set-Cookie": cookie, "Cache-Control": "no-store"})
 
+
+_LOGOUT_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>NeuroNova - sign out</title></head>
+<body style="font-family:sans-serif"><form method="post" action="/neuronova/logout">
+<button type="submit">Sign out of NeuroNova PACS</button></form></body></html>
+"""
 
 _LOGIN_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>NeuroNova - sign in</title>

@@ -6,7 +6,7 @@ StudyInstanceUID under another patient, and every DICOMweb answer about that UID
 both patients. The check runs when the instance arrives, before Orthanc stores it
 (``ReceivedInstanceCallback``). The instance is never refused or altered: it is stored as
 received, recorded here as *quarantined*, audited as a security alert, and its study is
-hidden from every non-admin answer (study-scoped reads are denied by :meth:`allow_request`,
+hidden from every non-admin answer (study-scoped reads are denied by the gate's decision,
 searches leave it out: ``dicomweb/front.py``) until an admin releases it, or deletes the
 instance, through ``/neuronova/quarantine`` (quarantine_api.py).
 """
@@ -28,8 +28,8 @@ from ..caches import Cache
 from ..host import Host
 from ..store import Database
 from ..store.schema import quarantine
-from .routes import EVENT_SECURITY_ALERT, Scope, classify
-from .service import METHODS, AuthError, Gate
+from .routes import EVENT_SECURITY_ALERT
+from .service import Gate
 from .studies import is_literal
 
 QUARANTINED, RELEASED, DELETED = "quarantined", "released", "deleted"
@@ -168,32 +168,6 @@ class CollisionGuard:
             self._hidden_read_at = time.monotonic()
             self._hidden = self._load_hidden()
         return self._hidden
-
-    def allow_request(self, uri: str, method_code: int, ip: str, headers: Mapping[str, str],
-                      query: Mapping[str, str]) -> bool:
-        """Second filter, after the gate allowed a request: study-scoped reads of a hidden study
-        are denied to non-admins. Searches are filtered by the DICOMweb front instead."""
-        hidden = self.hidden_studies()
-        if not hidden:
-            return True
-        method = METHODS.get(method_code, "OTHER")
-        target = classify(uri, method, dict(query))
-        if target.scope is not Scope.STUDY:
-            return True
-        try:
-            identity = self._gate.authenticate(headers, query, method)
-        except AuthError:
-            return False
-        if identity is None:
-            return False
-        if identity.is_admin:
-            return True
-        study, problem = self._gate.resolve_study(target)
-        if problem or study not in hidden:
-            return not problem
-        self._gate.record(identity, ip, method, target.route, uri, study, DENY,
-                          "study quarantined: patient collision not resolved", EVENT_SECURITY_ALERT)
-        return False
 
     # -- resolution (admin API) ----------------------------------------------------------
 

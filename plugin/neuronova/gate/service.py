@@ -26,6 +26,7 @@ from .identity import Identity, Method, pick_role
 from .origin import same_origin_problem
 from .passwords import verify_password
 from .policy import Decision, Policy, Visibility
+from .proxies import client_address
 from .routes import (
     EVENT_APPLICATION_ACTIVITY,
     EVENT_SECURITY_ALERT,
@@ -94,6 +95,9 @@ class Gate:
         self._verifying_lock = threading.Lock()
         self._visibility: Cache[tuple[object, ...], Visibility] = Cache(
             max_entries=settings.token_cache_size, ttl=settings.study_cache_seconds)
+        # Studies hidden from non-admins until an admin resolves a patient collision
+        # (collisions.py; the App plugs the guard's set in). Searches leave them out too.
+        self.hidden_studies: Callable[[], frozenset[str]] = frozenset
 
     # -- authentication -------------------------------------------------------------------
 
@@ -312,6 +316,8 @@ class Gate:
         study, problem = self.resolve_study(target)
         if problem:
             return Decision(False, problem), study
+        if study in self.hidden_studies():
+            return Decision(False, "study quarantined: patient collision not resolved"), study
         return self.policy.decide(identity, study), study
 
     def flush_audit(self) -> None:
@@ -328,6 +334,10 @@ class Gate:
             self._visibility.put(key, cached)
         return cached
 
+    def client_ip(self, peer: str, headers: Mapping[str, str]) -> str:
+        """The client's address: the peer's, or what a trusted proxy forwarded (proxies.py)."""
+        return client_address(peer, headers, self.settings.trusted_proxies)
+
     def allow_request(self, uri: str, method_code: int, ip: str, headers: Mapping[str, str],
                       query: Mapping[str, str]) -> bool:
         """Orthanc's incoming HTTP request filter. Any exception means deny."""
@@ -335,6 +345,7 @@ class Gate:
         identity: Identity | None = None
         target = Target(Scope.ADMIN, "unclassified", EVENT_SECURITY_ALERT)
         try:
+            ip = self.client_ip(ip, headers)
             target = classify(uri, method, dict(query), self._routes)
             refused = body_refusal(target.scope, method, headers)
             if refused:  # before Orthanc reads it: an unauthenticated body costs nothing

@@ -3,8 +3,9 @@
 The cookie is a plugin-signed token whose ``jti`` names a row of the ``sessions`` table.
 A session is checked against the table once per node when its cookie is first seen (then
 its identity is cached); after that, each request only asks :meth:`is_revoked`, a set
-look-up. The set is refreshed from the store at most every ``refresh_seconds``, so a
-logout on another node takes effect here within that time (on this node: at once).
+look-up. A logout bumps the shared "sessions" counter (store/versions.py): every node's
+watcher then calls :meth:`reload`, within a poll; besides, the set is refreshed from the store
+at most every ``refresh_seconds`` (on this node a logout takes effect at once).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from sqlalchemy import delete, insert, select, update
 
 from ..store import Database
 from ..store.schema import sessions as sessions_table
+from ..store.versions import SESSIONS, bump
 
 REFRESH_SECONDS = 5.0
+LOCAL_GRACE_SECONDS = 60.0
 
 
 class SessionRegistry:
@@ -29,7 +32,8 @@ class SessionRegistry:
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._revoked: set[str] = set()
+        self._revoked: set[str] = set()  # ended sessions that have not expired yet
+        self._local: dict[str, float] = {}  # ended on this node lately, by when
         self._refreshed_at = float("-inf")
         self._refresh()
 
@@ -57,11 +61,13 @@ class SessionRegistry:
         """End a session; False when the store did not know it."""
         with self._lock:
             self._revoked.add(session_id)  # effective for the next request, before the write
+            self._local[session_id] = self._clock()
         with self._db.engine.begin() as connection:
             result = connection.execute(
                 update(sessions_table).where(sessions_table.c.id == session_id, sessions_table.c.revoked_at.is_(None))
                 .values(revoked_at=self._clock())
             )
+            bump(connection, SESSIONS)
         return bool(result.rowcount)
 
     def is_revoked(self, session_id: str) -> bool:
@@ -70,10 +76,14 @@ class SessionRegistry:
             self._refresh()
         return session_id in self._revoked
 
-    def _refresh(self) -> None:
+    def reload(self) -> None:
+        """Read the sessions ended on any node (the "sessions" counter moved)."""
+        self._refresh(force=True)
+
+    def _refresh(self, force: bool = False) -> None:
         with self._lock:
             now = self._clock()
-            if now - self._refreshed_at < self._refresh_seconds:
+            if not force and now - self._refreshed_at < self._refresh_seconds:
                 return  # another thread just did it
             self._refreshed_at = now
         with self._db.engine.connect() as connection:
@@ -83,4 +93,8 @@ class SessionRegistry:
             ).all()
         revoked = {row.id for row in rows}
         with self._lock:
-            self._revoked |= revoked
+            # The store's set replaces the old one, so expired sessions leave memory. Sessions
+            # ended here in the last minute stay: their write may not have committed before
+            # this read.
+            self._local = {sid: at for sid, at in self._local.items() if at > now - LOCAL_GRACE_SECONDS}
+            self._revoked = revoked | set(self._local)

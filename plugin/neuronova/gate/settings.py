@@ -9,6 +9,7 @@ from typing import Any
 from ..config import option, string_list
 from ..errors import ConfigError
 from .origin import normalize_origin
+from .proxies import Network, parse_networks
 from .throttle import DEFAULT_THROTTLE, ThrottleSettings
 from .throttle import parse as parse_throttle
 
@@ -65,6 +66,7 @@ class Settings:
     # Origins (scheme://host[:port]) of the public URL, accepted on cookie-authenticated
     # writes besides the origin the request itself names (gate/origin.py).
     public_origins: frozenset[str] = frozenset()
+    trusted_proxies: tuple[Network, ...] = ()  # proxies whose X-Forwarded-For is believed
 
 
 def _is_unset(raw: Mapping[str, Any]) -> bool:
@@ -185,6 +187,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         study_cache_seconds=option(raw, "StudyCacheSeconds", float, 30.0),
         throttle=parse_throttle(_mapping(raw, "Throttle")),
         public_origins=_public_origins(raw),
+        trusted_proxies=parse_networks(string_list(raw, "TrustedProxies", ())),
     )
     if settings.leeway_seconds < 0 or settings.leeway_seconds > 300:
         raise ConfigError("Gate.LeewaySeconds must be between 0 and 300")

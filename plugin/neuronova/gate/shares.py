@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, update
 
 from ..store import Database
 from ..store.schema import shares as shares_table
+from ..store.versions import SHARES, bump
 from .tokens import PluginSigner
 
 
@@ -32,11 +33,19 @@ class ShareRegistry:
         # Told of each revocation that its caller does not audit itself (e.g. the AI token's).
         self._on_revoke = on_revoke
         self._lock = threading.Lock()
-        with db.engine.connect() as connection:
+        self._revoked: set[str] = set()
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the revocations made by any node (the "shares" counter moved). Added to the
+        set, never replacing it: a revocation made here meanwhile is not lost."""
+        with self._db.engine.connect() as connection:
             rows = connection.execute(
                 select(shares_table.c.id).where(shares_table.c.revoked_at.is_not(None))
             ).all()
-        self._revoked = {row.id for row in rows}
+        revoked = {row.id for row in rows}
+        with self._lock:
+            self._revoked |= revoked
 
     def create(self, study_uid: str, created_by: str, ttl_seconds: int) -> tuple[Share, str]:
         share_id = secrets.token_urlsafe(16)
@@ -62,6 +71,7 @@ class ShareRegistry:
                 connection.execute(
                     update(shares_table).where(shares_table.c.id == share_id).values(revoked_at=time.time())
                 )
+                bump(connection, SHARES)  # the other nodes reload their revocations
         if self._on_revoke is not None and not audited:
             self._on_revoke(share_id)
 

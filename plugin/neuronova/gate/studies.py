@@ -17,6 +17,18 @@ from ..errors import OrthancCallError
 from ..host import Host
 
 _WILDCARDS = set("*?\\")
+# StudyInstanceUID <-> Orthanc id remembered for the search order (about 300 bytes each).
+MAX_REMEMBERED_IDS = 1_000_000
+
+
+@dataclass(frozen=True)
+class _Order:
+    """A study set sorted for search (StudyDirectory.ordered), and the UIDs not yet stored."""
+
+    epoch: int
+    version: int
+    studies: tuple[str, ...]
+    missing: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,12 @@ class StudyDirectory:
         self._facts: Cache[str, StudyFacts] = Cache(max_entries=20000, ttl=facts_ttl)
         self._parents: Cache[tuple[str, str], str] = Cache(max_entries=200000, ttl=3600.0)
         self.version = 0  # bumped when studies arrive, change or go
+        # Orthanc ids of existing studies: they do not change while the study exists, so they
+        # are dropped only when something is deleted (``epoch``).
+        self._ids: dict[str, str] = {}
+        self._uids: dict[str, str] = {}  # the reverse: Orthanc id -> StudyInstanceUID
+        self._epoch = 0
+        self._orders: Cache[frozenset[str], _Order] = Cache(max_entries=64)
 
     def facts(self, study_uid: str) -> StudyFacts | None:
         cached = self._facts.get(study_uid)
@@ -79,14 +97,61 @@ class StudyDirectory:
             values[attribute] = tuple(v for v in str(raw).split("\\") if v) if raw else ()
         return StudyFacts(study_uid, orthanc_id, str(main.get("PatientID", "")), values)
 
-    def invalidate(self, hierarchy: bool = False) -> None:
+    def invalidate(self, hierarchy: bool = False, deleted: tuple[str, str] | None = None) -> None:
         """Drop cached facts (a study arrived, changed or was deleted), and with
         ``hierarchy`` the series/instance -> study cache too (something was deleted: Orthanc's
-        DELETED change names only an Orthanc id, gone by now, so all of it goes)."""
+        DELETED change names only an Orthanc id, gone by now, so all of it goes).
+
+        ``deleted`` is the (level, Orthanc id) of that change. Study ids for the search order
+        stay valid while their study exists: a deleted study takes only its own entry, a
+        deleted series or instance none (when its study goes too, Orthanc reports that study's
+        deletion as well); anything else forgets them all."""
         self._facts.clear()
         if hierarchy:
             self._parents.clear()
+            level, orthanc_id = deleted or ("", "")
+            if level.upper() == "STUDY":
+                self._ids.pop(self._uids.pop(orthanc_id, ""), None)
+                self._epoch += 1
+            elif level.upper() not in ("SERIES", "INSTANCE"):
+                self._ids, self._uids = {}, {}
+                self._epoch += 1
         self.version += 1
+
+    def ordered(self, uids: frozenset[str]) -> tuple[str, ...]:
+        """The stored studies among ``uids``, by ascending Orthanc id: the order of Orthanc's
+        own QIDO answers (dicomweb/search.py). Cached per set; after an arrival only the UIDs
+        that were missing are looked up again, after a deletion all of them."""
+        order = self._orders.get(uids)
+        if order is not None and order.epoch == self._epoch:
+            if order.version == self.version:
+                return order.studies
+            if not any(self._orthanc_id(u) for u in order.missing):
+                self._orders.put(uids, _Order(order.epoch, self.version, order.studies, order.missing))
+                return order.studies
+        epoch, version = self._epoch, self.version
+        found: list[tuple[str, str]] = []
+        missing: list[str] = []
+        for uid in uids:
+            orthanc_id = self._orthanc_id(uid)
+            if orthanc_id:
+                found.append((orthanc_id, uid))
+            else:
+                missing.append(uid)
+        found.sort()
+        studies = tuple(uid for _, uid in found)
+        self._orders.put(uids, _Order(epoch, version, studies, frozenset(missing)))
+        return studies
+
+    def _orthanc_id(self, study_uid: str) -> str | None:
+        known = self._ids.get(study_uid)
+        if known is not None:
+            return known
+        orthanc_id = self._host.lookup_study(study_uid)
+        if orthanc_id is not None and len(self._ids) < MAX_REMEMBERED_IDS:
+            self._ids[study_uid] = orthanc_id
+            self._uids[orthanc_id] = study_uid
+        return orthanc_id
 
     def study_of(self, level: str, uid: str) -> str | None:
         """StudyInstanceUID of a series (``level="series"``) or instance (``"instance"``)."""

@@ -14,6 +14,10 @@ Pure modules (no ``orthanc`` import, no I/O besides the values passed in):
                          ``uncompressed_frame``
 - :mod:`.negotiation`    PS3.18 ``Accept`` negotiation for frames and instances
 
+Stateful parts (put together by :mod:`.service`): :mod:`.pipeline` (new instances to stored
+renditions, trailing a busy ingest), :mod:`.encoder_pool` (the supervised encoder processes,
+:mod:`.workers`), :mod:`.rendition_store` (results and files), :mod:`.backfill`.
+
 Serving (:mod:`.serving`) runs inside Orthanc's process and decodes nothing itself: it slices
 renditions and native originals, and :mod:`.orthanc_decoding` asks Orthanc's own decoders for
 the rest; the third-party decoders above run in the encoder processes only (issue 9).

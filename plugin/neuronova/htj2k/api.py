@@ -44,5 +44,7 @@ class Htj2kApi:
     def study(self, request: Request) -> Response:
         """Rendition status of each instance of a study (used by the Explorer extension)."""
         require_admin(self.gate, request)
-        study_uid = request.groups[0]
-        return json_response(self.service.study_status(study_uid))
+        status = self.service.study_status(request.groups[0])
+        if status is None:
+            raise HttpError(404, "no such study")
+        return json_response(status)

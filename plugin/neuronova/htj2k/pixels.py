@@ -61,6 +61,7 @@ class PixelLayout:
     signed: bool
     photometric: str
     planar_configuration: int
+    sop_instance_uid: str = ""  # recorded with the result (read here: the data set is parsed already)
 
     @property
     def dtype(self) -> np.dtype[np.integer]:
@@ -182,6 +183,7 @@ def layout_of(ds: Dataset) -> PixelLayout:
         signed=signed,
         photometric=photometric,
         planar_configuration=planar,
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
     )
 
 

@@ -31,15 +31,15 @@ from .negotiation import (
     negotiate_instance,
 )
 from .pixels import NativeFrames, native_frames
-from .service import Htj2kService, StoredRendition
+from .rendition_store import RenditionStore, StoredRendition
 
 _NOT_NATIVE = NativeFrames(0, 0, 0)  # cached answer "frames of this original need decoding"
 
 
 class Htj2kRetriever:
-    def __init__(self, host: Host, service: Htj2kService) -> None:
+    def __init__(self, host: Host, store: RenditionStore) -> None:
         self._host = host
-        self._service = service
+        self._store = store
         # Per-instance facts that never change while the instance exists; an instance
         # deleted and stored again is re-read after the TTL (and layouts are keyed by MD5).
         self._syntaxes: Cache[str, str] = Cache(max_entries=100000, ttl=300.0)
@@ -62,9 +62,9 @@ class Htj2kRetriever:
         if instance_id is None:
             raise HttpError(404, "no such instance")
         original_ts = self._transfer_syntax(instance_id)
-        available = Available(original_ts, self._service.spans(instance_id) is not None, can_uncompress=True)
+        available = Available(original_ts, self._store.spans(instance_id) is not None, can_uncompress=True)
         choice = negotiate_frames(request.headers.get("accept"), available, single_part_ok=len(numbers) == 1)
-        rendition = self._service.rendition(instance_id) if choice.representation is Representation.HTJ2K else None
+        rendition = self._store.rendition(instance_id) if choice.representation is Representation.HTJ2K else None
         if choice.representation is Representation.HTJ2K and rendition is None:
             # the attachment vanished between the two looks: ask again, now without HTJ2K
             choice = negotiate_frames(request.headers.get("accept"), Available(original_ts, False, True),
@@ -94,7 +94,7 @@ class Htj2kRetriever:
             offset, length = rendition.frames[number - 1]
             return rendition.data[offset:offset + length]
         if choice.representation is Representation.UNCOMPRESSED:
-            original, version = self._service.original_with_version(instance_id)
+            original, version = self._store.original_with_version(instance_id)
             layout = self._native.get((instance_id, version))
             if layout is None:
                 # header parsing only (no pixel decoding): native little-endian frames are slices
@@ -119,10 +119,10 @@ class Htj2kRetriever:
         DICOMweb plugin's frame route, one frame per call (its refusal then names the frame)."""
         key = ("explicit-le", instance_id)
         try:
-            data = self._service.files.get(key, version)
+            data = self._store.files.get(key, version)
             if data is None:
                 data = orthanc_decoding.uncompressed_instance(self._host, instance_id)
-                self._service.files.put(key, data, version=version)
+                self._store.files.put(key, data, version=version)
         except HttpError:
             return orthanc_decoding.uncompressed_frame(self._host, resource, number)
         layout = self._native.get((instance_id + "|explicit-le", version))
@@ -185,7 +185,7 @@ class Htj2kRetriever:
         accept = request.headers.get("accept")
         parts: list[Part] = []
         for instance_id in ids:
-            rendition = self._service.rendition(instance_id)
+            rendition = self._store.rendition(instance_id)
             original_ts = self._transfer_syntax(instance_id)
             try:
                 choice = negotiate_instance(accept, Available(original_ts, rendition is not None, can_uncompress=True))
@@ -195,7 +195,7 @@ class Htj2kRetriever:
                 assert rendition is not None
                 payload = rendition.data
             elif choice.representation is Representation.ORIGINAL:
-                payload = self._service.original(instance_id)
+                payload = self._store.original(instance_id)
             else:
                 payload = orthanc_decoding.uncompressed_instance(self._host, instance_id)
             parts.append(Part(choice.part_content_type, payload, _part_headers(payload)))

@@ -21,10 +21,15 @@ class Settings:
     processes: int
     python: str  # interpreter that runs the encoder processes (they get the plugin's sys.path)
     encode_timeout: float  # seconds one instance may take in an encoder process before it is killed
-    worker_nice: int  # encoder threads yield the CPU to Orthanc's ingest and HTTP threads
+    worker_nice: int  # the pipeline's threads (fetch, store) yield the CPU to Orthanc's ingest and HTTP threads
+    process_nice: int  # the encoder processes once the ingest pauses (19 while it is busy)
+    ingest_quiet: float  # seconds without a new instance after which the ingest counts as paused
+    jobs_while_ingesting: int  # instances being encoded at most while the ingest is busy (renditions trail)
+    hold_bytes: int  # renditions encoded during a busy ingest wait in memory (this much) to be stored after it
     attachment: str  # the user content type declared in Orthanc's "UserContentType"
     cache_bytes: int  # in-memory cache of rendition and original files being served
     backfill_batch: int
+    claim_lease_seconds: float = 30.0  # claims.py: how long a dead node's renditions wait for a taker
 
 
 def embedded_python() -> str:
@@ -41,9 +46,14 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         python=option(raw, "PythonExecutable", str, embedded_python()),
         encode_timeout=float(option(raw, "EncodeTimeoutSeconds", int, 600)),
         worker_nice=option(raw, "WorkerNice", int, 10),
+        process_nice=option(raw, "ProcessNice", int, 10),
+        ingest_quiet=option(raw, "IngestQuietMilliseconds", int, 150) / 1000,
+        jobs_while_ingesting=option(raw, "JobsWhileIngesting", int, 0),
+        hold_bytes=option(raw, "HoldMegabytes", int, 64) * 1024 * 1024,
         attachment=option(raw, "Attachment", str, "htj2k"),
         cache_bytes=option(raw, "CacheMegabytes", int, 256) * 1024 * 1024,
         backfill_batch=option(raw, "BackfillBatch", int, 500),
+        claim_lease_seconds=option(raw, "ClaimLeaseSeconds", float, 30.0),
     )
     if not 1 <= settings.workers <= 64:
         raise ConfigError("Htj2k.Workers must be between 1 and 64 (0: two per core)")
@@ -55,8 +65,18 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         raise ConfigError("Htj2k.EncodeTimeoutSeconds must be between 1 and 86400")
     if not 0 <= settings.worker_nice <= 19:
         raise ConfigError("Htj2k.WorkerNice must be between 0 and 19")
+    if not 0 <= settings.process_nice <= 19:
+        raise ConfigError("Htj2k.ProcessNice must be between 0 and 19")
+    if not 0 <= settings.ingest_quiet <= 60:
+        raise ConfigError("Htj2k.IngestQuietMilliseconds must be between 0 and 60000")
+    if not 0 <= settings.jobs_while_ingesting <= settings.workers:
+        raise ConfigError("Htj2k.JobsWhileIngesting must be between 0 and Htj2k.Workers")
+    if not 0 <= settings.hold_bytes <= 4096 * 1024 * 1024:
+        raise ConfigError("Htj2k.HoldMegabytes must be between 0 and 4096")
     if not settings.attachment.replace("-", "").replace("_", "").isalnum():
         raise ConfigError("Htj2k.Attachment must be the name of a UserContentType")
     if settings.backfill_batch < 1:
         raise ConfigError("Htj2k.BackfillBatch must be positive")
+    if not 1.0 <= settings.claim_lease_seconds <= 3600.0:
+        raise ConfigError("Htj2k.ClaimLeaseSeconds must be between 1 and 3600")
     return settings

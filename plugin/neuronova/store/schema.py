@@ -1,9 +1,13 @@
-"""Tables of the plugin store."""
+"""Tables of the plugin store.
+
+Times are ``Double`` (epoch seconds): MySQL/MariaDB's FLOAT is single precision, which would
+round today's epoch to about two minutes.
+"""
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    Float,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -20,7 +24,7 @@ grants = Table(
     Column("study_uid", String(64), primary_key=True),
     Column("subject", String(255), primary_key=True),
     Column("relation", String(16), primary_key=True),
-    Column("created_at", Float, nullable=False),
+    Column("created_at", Double, nullable=False),
     Column("created_by", String(255), nullable=False),
 )
 
@@ -30,16 +34,16 @@ shares = Table(
     Column("id", String(64), primary_key=True),
     Column("study_uid", String(64), nullable=False),
     Column("created_by", String(255), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
-    Column("revoked_at", Float, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("revoked_at", Double, nullable=True),
 )
 
 audit_events = Table(
     "audit_events",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("time", Float, nullable=False),  # UTC epoch seconds
+    Column("time", Double, nullable=False),  # UTC epoch seconds
     Column("user", String(255), nullable=False),
     Column("role", String(32), nullable=False),
     Column("ip", String(64), nullable=False),
@@ -50,6 +54,7 @@ audit_events = Table(
     Column("decision", String(8), nullable=False),  # allow | deny
     Column("reason", Text, nullable=False),
     Column("event_type", String(8), nullable=False),  # DICOM PS3.15 event ID (DCM code)
+    Column("node", String(64), nullable=False, server_default=""),  # NeuroNova.NodeName of the writer
     Index("ix_audit_time", "time"),
     Index("ix_audit_user", "user"),
     Index("ix_audit_study", "study_uid"),
@@ -65,11 +70,22 @@ htj2k_renditions = Table(
     Column("original_bytes", BigInteger, nullable=False),  # decoded pixel bytes
     Column("rendition_bytes", BigInteger, nullable=False),  # codestream bytes
     Column("frames_index", Text, nullable=False),  # JSON [[offset, length], ...] in the rendition file
-    Column("encode_seconds", Float, nullable=False),
+    Column("encode_seconds", Double, nullable=False),
     Column("error", Text, nullable=False),
-    Column("updated_at", Float, nullable=False),
+    Column("updated_at", Double, nullable=False),
     Index("ix_htj2k_sop", "sop_uid"),
     Index("ix_htj2k_status", "status"),
+)
+
+# Which node owns the rendition of an instance still to be encoded (htj2k/claims.py): the
+# owner renews its lease; an expired lease (its node died) is taken over by another node.
+htj2k_claims = Table(
+    "htj2k_claims",
+    metadata,
+    Column("instance_id", String(64), primary_key=True),
+    Column("node", String(255), nullable=False),
+    Column("lease_until", Double, nullable=False),
+    Index("ix_htj2k_claims_lease", "lease_until"),
 )
 
 ai_jobs = Table(
@@ -86,14 +102,14 @@ ai_jobs = Table(
     Column("created_by", String(255), nullable=False),
     Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
     Column("attempts", Integer, nullable=False),
-    Column("triggered_at", Float, nullable=False),  # STABLE_STUDY seen, or the API request
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("next_attempt_at", Float, nullable=False),
-    Column("started_at", Float, nullable=True),  # first attempt
-    Column("finished_at", Float, nullable=True),
+    Column("triggered_at", Double, nullable=False),  # STABLE_STUDY seen, or the API request
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("started_at", Double, nullable=True),  # first attempt
+    Column("finished_at", Double, nullable=True),
     Column("lease_owner", String(80), nullable=False),  # "<node>/<attempt token>" while running
-    Column("lease_until", Float, nullable=False),
+    Column("lease_until", Double, nullable=False),
     Column("last_error", Text, nullable=False),
     Column("result", Text, nullable=False),  # JSON
     Index("ix_ai_jobs_study", "study_uid"),
@@ -106,11 +122,11 @@ ai_job_events = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(32), nullable=False),
-    Column("time", Float, nullable=False),
+    Column("time", Double, nullable=False),
     Column("attempt", Integer, nullable=False),  # 0 for events outside an attempt
     Column("event", String(16), nullable=False),  # succeeded | retry | failed | interrupted | requeued
-    Column("duration", Float, nullable=True),  # seconds the attempt took
-    Column("retry_in", Float, nullable=True),  # backoff chosen after a transient failure
+    Column("duration", Double, nullable=True),  # seconds the attempt took
+    Column("retry_in", Double, nullable=True),  # backoff chosen after a transient failure
     Column("detail", Text, nullable=False),  # error, or who asked
     Index("ix_ai_job_events_job", "job_id", "id"),
 )
@@ -121,7 +137,19 @@ ai_pending = Table(
     "ai_pending",
     metadata,
     Column("study_id", String(64), primary_key=True),  # Orthanc identifier
-    Column("seen_at", Float, nullable=False),
+    Column("seen_at", Double, nullable=False),
+)
+
+# When each node last stored an instance of a study (NEW_INSTANCE; ai/arrivals in jobs.py).
+# Orthanc's STABLE_STUDY is per node: it fires on a node StableAge after *that node's* last
+# instance of the study. A study whose instances come through several nodes is stable for the
+# cluster only when no node has stored one for StableAge: the newest last_arrival here says so.
+ai_arrivals = Table(
+    "ai_arrivals",
+    metadata,
+    Column("study_id", String(64), primary_key=True),  # Orthanc identifier (the same on every node)
+    Column("node", String(64), primary_key=True),  # NeuroNova.NodeName of the receiving node
+    Column("last_arrival", Double, nullable=False),
 )
 
 # Instances that arrived with a StudyInstanceUID already filed under another PatientID
@@ -137,10 +165,10 @@ quarantine = Table(
     Column("patient_id", String(64), nullable=False),  # of the arriving instance
     Column("existing_patient_ids", Text, nullable=False),  # JSON list: whom the study belonged to
     Column("origin", String(32), nullable=False),  # DICOM_PROTOCOL | REST_API | PLUGIN | ...
-    Column("received_at", Float, nullable=False),
+    Column("received_at", Double, nullable=False),
     Column("status", String(16), nullable=False),  # quarantined | released | deleted
     Column("resolved_by", String(255), nullable=False),
-    Column("resolved_at", Float, nullable=True),
+    Column("resolved_at", Double, nullable=True),
     Index("ix_quarantine_study", "study_uid"),
     Index("ix_quarantine_status", "status"),
 )
@@ -152,8 +180,30 @@ sessions = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("user", String(255), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
-    Column("revoked_at", Float, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("revoked_at", Double, nullable=True),
     Index("ix_sessions_expires", "expires_at"),
+)
+
+# One counter per kind of shared plugin state ("grants", "shares", "sessions"): a change bumps
+# its counter in the same transaction, and every node polls this small table to know when to
+# reload its in-memory copy (store/versions.py).
+state_versions = Table(
+    "state_versions",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+# Which (study, subject) pairs each change of the "grants" counter touched (seq = the counter's
+# value after the change, written in its transaction): a node re-reads only those pairs, not the
+# whole grants table. The last GRANT_CHANGES_KEPT rows are kept (gate/grants.py).
+grant_changes = Table(
+    "grant_changes",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("time", Double, nullable=False),
 )

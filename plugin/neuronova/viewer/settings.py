@@ -21,6 +21,8 @@ PREFIX = "/ohif"
 ACCEPT_ANY = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 # Explicit uncompressed frames (explicit VR little endian), e.g. for comparison.
 ACCEPT_UNCOMPRESSED = "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+# scripts: the chunks run as <script async>; preload: fetched early only; none: OHIF as built.
+CHUNK_HINTS = ("scripts", "preload", "none")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Settings:
     explorer_extension: bool
     oidc: OidcSettings | None
     friendly_name: str
+    chunk_hints: str = "scripts"  # how index.html names the first image's chunks (preload.py)
 
 
 def _oidc(raw: Mapping[str, Any]) -> OidcSettings | None:
@@ -79,6 +82,9 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         raise ConfigError("Viewer.AcceptHeader must be a multipart/related media type (WADO-RS frames)")
     if any(c in accept for c in "'\"\\\r\n<>"):
         raise ConfigError("Viewer.AcceptHeader must not contain quotes, backslashes or line breaks")
+    hints = option(raw, "ChunkHints", str, "scripts")
+    if hints not in CHUNK_HINTS:
+        raise ConfigError(f"Viewer.ChunkHints must be one of {', '.join(CHUNK_HINTS)}")
     cache_mb = option(raw, "CacheMegabytes", int, 128)
     if not 0 <= cache_mb <= 4096:
         raise ConfigError("Viewer.CacheMegabytes must be between 0 and 4096")
@@ -91,4 +97,5 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         explorer_extension=option(raw, "ExplorerExtension", bool, True),
         oidc=_oidc(section(raw, "Oidc")),
         friendly_name=option(raw, "FriendlyName", str, "NeuroNova PACS"),
+        chunk_hints=hints,
     )

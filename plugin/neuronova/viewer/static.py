@@ -8,17 +8,26 @@ files are served unmodified otherwise. The service worker is left out: it would 
 root-absolute URLs, and the viewer must not outlive a revoked token in a cache.
 
 Files are cached in memory (bounded, least recently used): a Python route holds the GIL,
-so a request should cost a dictionary look-up, not a disk read.
+so a request should cost a dictionary look-up, not a disk read. Each file is kept with its
+gzip and brotli codings (read from the folder :mod:`.precompress` makes at install time, or
+gzipped once when first loaded) and a strong entity tag per coding: :meth:`Asset.answer`
+picks the coding from ``Accept-Encoding`` and answers 304 to a matching ``If-None-Match``.
+Orthanc's ``HttpCompressionEnabled`` must be off (orthanc.json): Orthanc would gzip the
+already coded bytes again; the service then sends identity only (see ``ViewerService``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..caches import Cache
+from ..http import Response
+from . import encoding, preload
+from .precompress import GZIP_LEVEL_AT_LOAD, KEEP_RATIO, Precompressed, compressible, digest, gzip_bytes
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -59,11 +68,46 @@ class OhifLayoutError(RuntimeError):
 
 @dataclass(frozen=True)
 class Asset:
-    """A file as served (rewritten for the prefix where needed)."""
+    """A file as served (rewritten for the prefix where needed), with its codings."""
 
     data: bytes
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
+    digest: str = ""  # of ``data``: names every representation (see encoding.etag)
+    coded: Mapping[str, bytes] = field(default_factory=dict)  # "gzip"/"br" -> bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + sum(len(b) for b in self.coded.values())
+
+    def answer(self, headers: Mapping[str, str], codings_allowed: bool = True) -> Response:
+        """The answer to a GET with these (lower-case) request headers: the coding the client
+        accepts best, or 304 when ``If-None-Match`` names it. Every answer of a file that has
+        codings says ``Vary: Accept-Encoding``, the identity one too (a shared cache must not
+        give it to a client that asked for brotli, nor the reverse)."""
+        coding = (encoding.choose(headers.get("accept-encoding", ""), self.coded)
+                  if codings_allowed else encoding.IDENTITY)
+        out = dict(self.headers)
+        if self.coded:
+            out["Vary"] = "Accept-Encoding"
+        if self.digest:
+            out["ETag"] = encoding.etag(self.digest, coding)
+            if encoding.none_match(headers.get("if-none-match", ""), out["ETag"]):
+                return Response(304, b"", self.content_type, out)
+        if coding == encoding.IDENTITY:
+            return Response(200, self.data, self.content_type, out)
+        out["Content-Encoding"] = coding
+        return Response(200, self.coded[coding], self.content_type, out)
+
+
+def make_asset(data: bytes, content_type: str, headers: Mapping[str, str],
+               coded: Mapping[str, bytes] | None = None) -> Asset:
+    """An asset with its digest. ``coded=None``: no prepared codings for these compressible
+    bytes, so they are gzipped here, once (zlib releases the GIL while it works)."""
+    if coded is None:
+        packed = gzip_bytes(data, GZIP_LEVEL_AT_LOAD)
+        coded = {"gzip": packed} if len(packed) <= KEEP_RATIO * len(data) else {}
+    return Asset(data, content_type, dict(headers), digest(data), dict(coded))
 
 
 def content_type(name: str) -> str:
@@ -100,6 +144,21 @@ def rewrite_stylesheet(text: bytes, prefix: str) -> bytes:
     return re.sub(rb"url\(/(?!/)", b"url(" + base.encode(), text)
 
 
+def served_body(name: str, body: bytes, prefix: str, root: Path | None = None, hints: str = "scripts") -> bytes:
+    """A file's bytes as served under ``prefix`` (what :mod:`.precompress` codes too).
+    ``root`` (the dist folder) lets index.html name the chunks that exist (``hints``: a
+    :data:`.settings.CHUNK_HINTS` mode)."""
+    base = name.rsplit("/", 1)[-1]
+    if name == "index.html":
+        html = rewrite_index(body.decode("utf-8"), prefix)
+        return preload.add_hints(html, prefix, root, hints).encode("utf-8")
+    if base.endswith(".js"):
+        return rewrite_script(body, prefix)
+    if base.endswith(".css"):
+        return rewrite_stylesheet(body, prefix)
+    return body
+
+
 def safe_relative(path: str) -> str | None:
     """``path`` (below the prefix) as a relative file name, or None if it is not a plain one."""
     if path in ("", "/"):
@@ -117,11 +176,13 @@ def safe_relative(path: str) -> str | None:
 class StaticFiles:
     """The files of one OHIF ``dist/`` folder, as served under ``prefix``."""
 
-    def __init__(self, root: str, prefix: str, cache_bytes: int) -> None:
+    def __init__(self, root: str, prefix: str, cache_bytes: int, hints: str = "scripts") -> None:
         self.root = Path(root).resolve()
         self.prefix = prefix
+        self.hints = hints
         self.cache_bytes = cache_bytes
-        self._cache: Cache[str, Asset] = Cache(max_bytes=cache_bytes, size_of=lambda asset: len(asset.data))
+        self._cache: Cache[str, Asset] = Cache(max_bytes=cache_bytes, size_of=lambda asset: asset.size)
+        self.precompressed = Precompressed(self.root)
 
     def check(self) -> None:
         """Raise :class:`OhifLayoutError` unless the folder looks like OHIF's dist/."""
@@ -151,17 +212,25 @@ class StaticFiles:
         # Defence in depth: the segments are already plain names, but a symlink could point out.
         if not file.is_relative_to(self.root) or not file.is_file():
             return None
-        body = file.read_bytes()
         base = file.name
-        if name == "index.html":
-            body = rewrite_index(body.decode("utf-8"), self.prefix).encode("utf-8")
-        elif base.endswith(".js"):
-            body = rewrite_script(body, self.prefix)
-        elif base.endswith(".css"):
-            body = rewrite_stylesheet(body, self.prefix)
+        body = served_body(name, file.read_bytes(), self.prefix, self.root, self.hints)
         headers = {**(PAGE_HEADERS if base.endswith(".html") else COMMON_HEADERS),
                    "Cache-Control": cache_control(name)}
-        return Asset(body, content_type(base), headers)
+        coded: dict[str, bytes] | None = None
+        if compressible(base, len(body)):
+            coded = self.precompressed.codings(name, digest(body), len(body)) or None
+        else:
+            coded = {}
+        return make_asset(body, content_type(base), headers, coded)
+
+    def warm(self, names: list[str]) -> int:
+        """Load these files (index.html and what it preloads) ahead of the first visitor;
+        how many were loaded."""
+        loaded = 0
+        for name in names:
+            if self.get("/" + name) is not None:
+                loaded += 1
+        return loaded
 
     @property
     def cached_bytes(self) -> int:

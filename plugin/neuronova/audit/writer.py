@@ -1,4 +1,4 @@
-"""Audit trail: one event per decision on a study and per denial anywhere.
+"""The audit writer: a bounded queue and one thread that inserts events in batches.
 
 Events go through a bounded queue to one writer thread that inserts them in batches, and
 that purges old events (``NeuroNova.Audit``: by age and by count) in the background.
@@ -18,108 +18,35 @@ Nothing is dropped silently and no request thread waits long:
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import insert
 
-from .config import option
-from .errors import ConfigError
-from .store import Database
-from .store.schema import audit_events
-
-ALLOW, DENY = "allow", "deny"
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    time: float
-    user: str
-    role: str
-    ip: str
-    method: str
-    route: str
-    uri: str
-    study_uid: str
-    decision: str
-    reason: str
-    event_type: str
-
-    def as_json(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["time"] = iso_utc(self.time)
-        return row
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """``NeuroNova.Audit``."""
-
-    retention_days: float = 2190.0  # six years, the usual span for health-record audit trails
-    max_events: int = 20_000_000  # about 6 GB of SQLite; the oldest go first beyond it
-    purge_interval_seconds: float = 600.0
-    fail_closed: bool = True
-    capacity: int = 10000
-    enqueue_wait_seconds: float = 0.1
-
-
-DEFAULT_AUDIT = AuditSettings()
-
-
-def parse_settings(raw: Mapping[str, Any]) -> AuditSettings:
-    d = DEFAULT_AUDIT
-    settings = AuditSettings(
-        retention_days=option(raw, "RetentionDays", float, d.retention_days),
-        max_events=option(raw, "MaxEvents", int, d.max_events),
-        purge_interval_seconds=option(raw, "PurgeIntervalSeconds", float, d.purge_interval_seconds),
-        fail_closed=option(raw, "FailClosed", bool, d.fail_closed),
-        capacity=option(raw, "QueueCapacity", int, d.capacity),
-        enqueue_wait_seconds=option(raw, "EnqueueWaitSeconds", float, d.enqueue_wait_seconds),
-    )
-    if settings.retention_days < 0 or settings.max_events < 0:
-        raise ConfigError("Audit.RetentionDays and Audit.MaxEvents must not be negative (0: no bound)")
-    if settings.purge_interval_seconds <= 0 or settings.capacity < 1:
-        raise ConfigError("Audit.PurgeIntervalSeconds and Audit.QueueCapacity must be positive")
-    if not 0 <= settings.enqueue_wait_seconds <= 5:
-        raise ConfigError("Audit.EnqueueWaitSeconds must be between 0 and 5")
-    return settings
-
-
-def iso_utc(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> float:
-    """Accept epoch seconds or ISO 8601 (``Z`` or offset; naive means UTC)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
+from ..store import Database
+from ..store.schema import audit_events
+from . import retention
+from .events import AuditEvent
+from .settings import DEFAULT_AUDIT, AuditSettings
 
 _STOP = object()
-_PURGE_CHUNK = 10000  # rows per DELETE: the writer pauses for one chunk at a time
-_PURGE_CHUNKS_PER_PASS = 50
 
 
 class AuditWriter:
     """``mirror``, when given, also receives every written event (on the writer thread, never
-    on a request's): the App hands them to Orthanc's own audit log."""
+    on a request's): the App hands them to Orthanc's own audit log. ``node`` is written into
+    every event that does not name its node (one trail for the cluster)."""
 
     def __init__(self, db: Database, capacity: int | None = None, batch: int = 500, on_error: Any = None,
                  gather_seconds: float = 0.05, mirror: Callable[[AuditEvent], None] | None = None,
-                 settings: AuditSettings = DEFAULT_AUDIT, clock: Callable[[], float] = time.time) -> None:
+                 settings: AuditSettings = DEFAULT_AUDIT, clock: Callable[[], float] = time.time,
+                 node: str = "") -> None:
         self._db = db
+        self.node = node
         self.settings = settings
         self._mirror = mirror
         self.mirror_failures = 0
@@ -217,7 +144,7 @@ class AuditWriter:
     def _write(self, events: list[AuditEvent]) -> None:
         """Insert until it works: the store's outage shows in problem(); only a shutdown that
         cannot wait longer gives up, and says how many events it lost."""
-        rows = [asdict(e) for e in events]
+        rows = [{**asdict(e), "node": e.node or self.node} for e in events]
         delay = 0.1
         while True:
             try:
@@ -271,28 +198,10 @@ class AuditWriter:
 
     def purge(self, now: float | None = None) -> bool:
         """Delete events older than ``RetentionDays`` and the oldest beyond ``MaxEvents``, a
-        bounded number of chunks at a time; True when nothing is left to purge."""
-        now = self._clock() if now is None else now
-        s = self.settings
-        ids = audit_events.c.id
-        with self._db.engine.connect() as connection:
-            low, high = connection.execute(select(func.min(ids), func.max(ids))).one()
-            if low is None:
-                return True
-            low, high = int(low), int(high)
-            cutoff = high - s.max_events if s.max_events else low - 1  # ids grow with time
-            if s.retention_days:
-                old = connection.execute(select(func.max(ids)).where(
-                    audit_events.c.time < now - s.retention_days * 86400)).scalar()
-                cutoff = max(cutoff, old or low - 1)
-        for _ in range(_PURGE_CHUNKS_PER_PASS):
-            if low > cutoff:
-                return True
-            upper = min(cutoff, low + _PURGE_CHUNK - 1)
-            with self._db.engine.begin() as connection:
-                self.purged += connection.execute(delete(audit_events).where(ids <= upper)).rowcount or 0
-            low = upper + 1
-        return low > cutoff
+        bounded number of chunks at a time (retention.py); True when nothing is left to purge."""
+        purged, done = retention.purge(self._db, self.settings, self._clock() if now is None else now)
+        self.purged += purged
+        return done
 
     def _mirror_all(self, events: list[AuditEvent]) -> None:
         if self._mirror is None:
@@ -318,26 +227,3 @@ class AuditWriter:
         if self._thread.is_alive():
             self._report(f"audit writer still busy at shutdown: {self.pending()} queued events not written")
 
-
-def query(db: Database, *, user: str = "", study: str = "", decision: str = "", since: float | None = None,
-          until: float | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    statement = select(audit_events).order_by(audit_events.c.id)
-    if user:
-        statement = statement.where(audit_events.c.user == user)
-    if study:
-        statement = statement.where(audit_events.c.study_uid == study)
-    if decision:
-        statement = statement.where(audit_events.c.decision == decision)
-    if since is not None:
-        statement = statement.where(audit_events.c.time >= since)
-    if until is not None:
-        statement = statement.where(audit_events.c.time < until)
-    statement = statement.limit(limit).offset(offset)
-    with db.engine.connect() as connection:
-        rows = connection.execute(statement).mappings().all()
-    return [{**AuditEvent(**{k: v for k, v in row.items() if k != "id"}).as_json(), "id": row["id"]} for row in rows]
-
-
-def as_json_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
-    for row in rows:
-        yield json.dumps(row, separators=(",", ":")) + "\n"
