@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from ai_client.testing import mr_head_series, part10
 from neuronova.ai.recognition import is_ai_result
 from tests.support.dicom_factory import Study
 from tests.support.orthanc_server import OrthancServer, free_port, start_orthanc
+from tests.support.waiting import wait_for
 from tests.unit.test_ai_headers import _copied_attribute_errors, _dciodvfy_errors
 
 from .conftest import SCU_AET, c_store
@@ -109,15 +110,6 @@ class AiWorld:
         self.server = start_orthanc(self.data, env=self.env, overlay=self.overlay,
                                     http_port=self.server.http_port, dicom_port=self.server.dicom_port)
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def epoch(iso: str) -> float:

@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from ai_client.reference_service import ReferenceServer, ServiceConfig
 from ai_client.testing import mr_head_series, part10
 from tests.support.cluster import Cluster, cluster_directory, start_cluster
 from tests.support.orthanc_server import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,15 +65,6 @@ class World:
         series = requests.get(f"{base}/studies/{study_id}/series", auth=self.admin, timeout=30).json()
         return sorted(s["MainDicomTags"].get("Modality", "") for s in series for _ in s["Instances"])
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def head(seed: str, slices: int, description: str) -> list[Dataset]:

@@ -10,7 +10,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support.databases import DatabaseServer, start_mariadb, start_postgres
-from tests.support.store_checks import check_changes_reach_the_other_node, check_one_audit_trail
+from tests.support.store_checks import (
+    check_changes_reach_the_other_node,
+    check_one_audit_trail,
+    check_renditions_and_their_claims,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +34,10 @@ def test_changes_reach_the_other_node(server: DatabaseServer) -> None:
 
 def test_one_audit_trail(server: DatabaseServer) -> None:
     check_one_audit_trail(server.url)
+
+
+def test_renditions_and_their_claims(server: DatabaseServer) -> None:
+    check_renditions_and_their_claims(server.url)
 
 
 def test_times_are_double_precision(server: DatabaseServer) -> None:

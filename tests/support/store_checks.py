@@ -89,3 +89,30 @@ def check_one_audit_trail(url: str) -> None:
         writer.close()
     for db in (one, two):
         db.engine.dispose()
+
+
+def check_renditions_and_their_claims(url: str) -> None:
+    """HTJ2K results upserted and claims taken over between two nodes (htj2k/claims.py)."""
+    from typing import Any, cast
+
+    from neuronova.htj2k import settings as htj2k_settings
+    from neuronova.htj2k.claims import RenditionClaims
+    from neuronova.htj2k.rendition_store import DONE, FAILED, RenditionStore
+
+    one, two = open_database(url), open_database(url)
+    now = [time.time()]
+    claims_1 = RenditionClaims(one, "node-1", 5.0, clock=lambda: now[0])
+    claims_2 = RenditionClaims(two, "node-2", 5.0, clock=lambda: now[0])
+    instance = f"inst-{time.time_ns()}"
+    claims_1.claim(instance)
+    claims_1.tick()
+    now[0] += 6.0  # node-1 died
+    assert claims_2.tick() == [instance]
+    store = RenditionStore(htj2k_settings.parse({}), cast(Any, None), two)
+    store.record(instance, "1.2.3.4", FAILED, error="first try")
+    store.record(instance, "1.2.3.4", DONE, frames=[(0, 10)])  # the upsert replaces the row
+    other = RenditionStore(htj2k_settings.parse({}), cast(Any, None), one)
+    assert other.status(instance) == DONE
+    assert claims_2.owned() == 0  # the result's transaction ended the claim
+    for db in (one, two):
+        db.engine.dispose()

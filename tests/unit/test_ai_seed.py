@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from neuronova.ai.tokens import ShareTokens
 from neuronova.gate.shares import ShareRegistry
 from neuronova.gate.tokens import PluginSigner
 from neuronova.store import open_database
+from tests.support.waiting import wait_for
 
 from .ai_fakes import FakeOrthanc, ScriptedBackend
 
@@ -143,13 +143,7 @@ SIGNER = PluginSigner("unit-test-signing-secret-0123456789abcdef")
 
 
 def _wait(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, timeout, what)
 
 
 class SeedWorld:

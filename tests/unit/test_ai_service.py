@@ -8,7 +8,7 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +29,13 @@ from neuronova.errors import HttpError
 from neuronova.gate.shares import ShareRegistry
 from neuronova.gate.tokens import PluginSigner
 from neuronova.store import Database, open_database
+from tests.support.waiting import wait_for
 
 from .ai_fakes import FakeOrthanc, ScriptedBackend, Step
 
 SIGNER = PluginSigner("unit-test-signing-secret-0123456789abcdef")
 BASE_DELAY = 0.1
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def settings(stable_age: float = 0.2, **overrides: Any) -> ai_settings.Settings:

@@ -9,7 +9,11 @@ import pytest
 
 from neuronova.store import open_database
 from neuronova.store.versions import GRANTS, VersionWatch, bump
-from tests.support.store_checks import check_changes_reach_the_other_node, check_one_audit_trail
+from tests.support.store_checks import (
+    check_changes_reach_the_other_node,
+    check_one_audit_trail,
+    check_renditions_and_their_claims,
+)
 
 
 def test_changes_reach_the_other_node(tmp_path: Path) -> None:
@@ -18,6 +22,10 @@ def test_changes_reach_the_other_node(tmp_path: Path) -> None:
 
 def test_one_audit_trail(tmp_path: Path) -> None:
     check_one_audit_trail(f"sqlite:///{tmp_path}/store.sqlite")
+
+
+def test_renditions_and_their_claims(tmp_path: Path) -> None:
+    check_renditions_and_their_claims(f"sqlite:///{tmp_path}/store.sqlite")
 
 
 def test_a_failed_reload_is_retried_and_a_silent_store_is_reported(tmp_path: Path) -> None:

@@ -184,7 +184,7 @@ def test_index_preloads_the_first_image_chunks_that_exist(dist: Path) -> None:
 
 
 def test_service_warms_the_first_visit_files(dist: Path) -> None:
-    service = ViewerService(settings.parse({"OhifRoot": str(dist)}), LogHost())  # type: ignore[arg-type]
+    service = ViewerService(settings.parse({"OhifRoot": str(dist), "ChunkHints": "scripts"}), LogHost())  # type: ignore[arg-type]
     assert service.first_visit_files() == ["index.html", "app.bundle.0f6159c501addfe9.js",
                                            "app.bundle.css", CHUNK, "a34f9d1faa5f3315.woff2"]
     thread = service.warm_in_background()
@@ -223,6 +223,6 @@ def test_chunk_hint_modes(dist: Path, mode: str, script_tags: int, preload_scrip
 
 
 def test_chunk_hints_setting_is_checked() -> None:
-    assert settings.parse({}).chunk_hints == "scripts"
+    assert settings.parse({}).chunk_hints == "none"
     with pytest.raises(ConfigError):
         settings.parse({"ChunkHints": "all"})

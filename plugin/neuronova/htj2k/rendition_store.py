@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ..caches import Cache
 from ..errors import OrthancCallError
@@ -60,11 +60,7 @@ class RenditionStore:
         self._pending: dict[str, dict[str, Any]] = {}  # rows recorded, not yet written
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer: rows reach the table in the order recorded
-        insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(table)
-        self._upsert = statement.on_conflict_do_update(
-            index_elements=["instance_id"],
-            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name != "instance_id"})
+        self._upsert = _upsert(db.engine.dialect.name)
 
     # -- results --------------------------------------------------------------------------
 
@@ -220,6 +216,21 @@ class RenditionStore:
                 found.update(connection.execute(
                     select(table.c.sop_uid).where(table.c.sop_uid.in_(chunk), table.c.status == DONE)).scalars())
         return found
+
+
+def _upsert(dialect: str) -> Any:
+    """One statement that inserts a result row or replaces the instance's previous one."""
+    columns = [c.name for c in table.columns if c.name != "instance_id"]
+    if dialect == "mysql":  # MariaDB and MySQL
+        on_mysql = mysql.insert(table)
+        return on_mysql.on_duplicate_key_update({c: on_mysql.inserted[c] for c in columns})
+    if dialect == "postgresql":
+        on_postgresql = postgresql.insert(table)
+        return on_postgresql.on_conflict_do_update(index_elements=["instance_id"],
+                                                   set_={c: on_postgresql.excluded[c] for c in columns})
+    on_sqlite = sqlite.insert(table)
+    return on_sqlite.on_conflict_do_update(index_elements=["instance_id"],
+                                           set_={c: on_sqlite.excluded[c] for c in columns})
 
 
 def file_version() -> str:

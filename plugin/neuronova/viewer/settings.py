@@ -45,7 +45,7 @@ class Settings:
     explorer_extension: bool
     oidc: OidcSettings | None
     friendly_name: str
-    chunk_hints: str = "scripts"  # how index.html names the first image's chunks (preload.py)
+    chunk_hints: str = "none"  # how index.html names the first image's chunks (preload.py)
 
 
 def _oidc(raw: Mapping[str, Any]) -> OidcSettings | None:
@@ -82,7 +82,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         raise ConfigError("Viewer.AcceptHeader must be a multipart/related media type (WADO-RS frames)")
     if any(c in accept for c in "'\"\\\r\n<>"):
         raise ConfigError("Viewer.AcceptHeader must not contain quotes, backslashes or line breaks")
-    hints = option(raw, "ChunkHints", str, "scripts")
+    hints = option(raw, "ChunkHints", str, "none")
     if hints not in CHUNK_HINTS:
         raise ConfigError(f"Viewer.ChunkHints must be one of {', '.join(CHUNK_HINTS)}")
     cache_mb = option(raw, "CacheMegabytes", int, 128)
