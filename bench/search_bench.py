@@ -84,6 +84,32 @@ def _timed(call: Callable[[], requests.Response]) -> tuple[float, requests.Respo
     return (time.perf_counter() - start) * 1000.0, answer
 
 
+def _on_postgres(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A PostgreSQL server of Debian's (tests/support/databases.py) with one database per
+    Orthanc: the bare one's index, the gated one's index and its plugin store. Returns the
+    server (to stop) and the overlay pointing both at it."""
+    from sqlalchemy import create_engine, make_url, text
+
+    from bench.common import BARE_PLUGINS
+    from tests.support.databases import start_postgres
+
+    server = start_postgres()
+    url = make_url(server.url)
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in ("bare", "gated", "gated_store"):
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    index = {"Host": "127.0.0.1", "Port": url.port, "Username": url.username, "Password": url.password}
+    bare = {"Plugins": [*BARE_PLUGINS, "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"],
+            "PostgreSQL": {"EnableIndex": True, "EnableStorage": False, "Database": "bare", "Lock": False, **index}}
+    env = {"NEURONOVA_POSTGRES_HOST": "127.0.0.1", "NEURONOVA_POSTGRES_PORT": str(url.port),
+           "NEURONOVA_POSTGRES_USER": str(url.username), "NEURONOVA_POSTGRES_PASSWORD": str(url.password),
+           "NEURONOVA_POSTGRES_DATABASE": "gated", "NEURONOVA_POSTGRES_STORE_DATABASE": "gated_store"}
+    return server, {"bare": {**bare, **extra.get("bare", {})}, "gated": extra.get("gated", {}),
+                    "env": {**env, **extra.get("env", {})}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=10000)
@@ -92,18 +118,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=40, help="timed searches per workload and kind")
     parser.add_argument("--threads", type=int, default=8, help="parallel uploads")
     parser.add_argument("--config-overlay", type=Path, help="JSON {gated, bare, env} (e.g. PostgreSQL)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="start a PostgreSQL server (Debian's) and put both Orthancs' index on it")
     parser.add_argument("--run-script", default="scripts/run", help="scripts/run of another checkout, to compare")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     extra: dict[str, Any] = json.loads(args.config_overlay.read_text()) if args.config_overlay else {}
+    database = None
+    if args.postgres:
+        database, extra = _on_postgres(extra)
     every = max(1, args.studies // max(1, args.grants))
     uids = [f"1.2.826.0.1.3680043.10.1234.{n}.{time.time_ns() % 10**9}" for n in range(args.studies)]
     granted = uids[::every][:args.grants]
     granted_set = set(granted)
     patient_of = {u: ("PAT-OWN" if n < args.patient_studies else f"PAT-{n % 997}") for n, u in enumerate(uids)}
+    index = "PostgreSQL" if args.postgres else f"overlay {args.config_overlay}" if args.config_overlay else "SQLite"
     print(f"{args.studies} studies, a doctor with {len(granted)} grants, a patient with {args.patient_studies} "
-          f"studies; {args.repeats} timed searches per kind; index: "
-          f"{'overlay ' + str(args.config_overlay) if args.config_overlay else 'SQLite'}\n")
+          f"studies; {args.repeats} timed searches per kind; index: {index}\n")
     started = time.perf_counter()
     blobs = [tiny_instance(u, patient_of[u], modality="CT" if n % 3 else "MR") for n, u in enumerate(uids)]
     print(f"generated in {time.perf_counter() - started:.1f} s")
@@ -189,6 +220,8 @@ def main() -> None:
     finally:
         bare.stop()
         gated.stop()
+        if database is not None:
+            database.stop()
     # Both nodes hold the same index: the difference once the studies are loaded is the plugin
     # at rest (Python, its modules, its caches); the gated node's growth from then on is what
     # grants and searches made the plugin hold (Orthanc's own growth over the same searches
