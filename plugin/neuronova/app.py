@@ -84,7 +84,7 @@ class App:
         self.dicomweb.hidden_studies = self.gate.hidden_studies = self.collisions.hidden_studies
         # -- DICOM network audit (issue 9.5)
         self.dicom_network = DicomNetworkAudit(self.audit)
-        DicomNetworkApi(self.dicom_network).register(self.router)  # C-FIND, C-MOVE: dicom_audit.lua
+        DicomNetworkApi(self.dicom_network).register(self.router)  # C-FIND, outgoing C-STORE: dicom_audit.lua
         self.move_scp = MoveScp(host, self.audit)  # Orthanc's C-MOVE SCP, driven and audited
         # -- Viewer: OHIF same-origin under /ohif (generated app-config.js), Explorer additions
         self.viewer = ViewerService(

@@ -13,9 +13,9 @@ Only what Orthanc lets a plugin *observe* without replacing its SCP is recorded 
 - Instances Orthanc sends (C-MOVE sub-operations): the Lua ``OutgoingCStoreInstanceFilter``
   posts each to ``POST /neuronova/dicom/c-store-out``, with the destination AET and IP.
 
-Who asked for a C-MOVE, and C-GET at all, cannot be observed by a Python plugin of Orthanc 1.13
-without taking over Orthanc's implementation (``RegisterMoveCallback`` replaces the SCP; the SDK
-has no C-GET hook), and Orthanc's Lua has no filter for them: docs/security.md, "DICOM network".
+Who asked for a C-MOVE is recorded by the plugin's own C-MOVE SCP (dicom_move.py). C-GET
+cannot be observed at all (the SDK has no C-GET hook, Lua no filter), so it is refused unless
+configured otherwise: docs/security.md, "DICOM network".
 """
 
 from __future__ import annotations

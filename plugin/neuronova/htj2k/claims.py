@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..store import Database
@@ -76,15 +76,20 @@ class RenditionClaims:
                 connection.execute(delete(claims).where(claims.c.instance_id.in_(sorted(to_release))))
             # renew first: the rows inserted below get the same lease
             connection.execute(update(claims).where(claims.c.node == self.node).values(lease_until=lease_until))
-        for instance_id in sorted(to_claim):
-            try:
+        rows = [{"instance_id": i, "node": self.node, "lease_until": lease_until} for i in sorted(to_claim)]
+        try:  # one statement for the tick's new instances (the usual case: none claimed before)
+            if rows:
                 with self._db.engine.begin() as connection:
-                    connection.execute(insert(claims).values(instance_id=instance_id, node=self.node,
-                                                             lease_until=lease_until))
-            except IntegrityError:  # claimed before (a re-queue, a takeover): make it ours
-                with self._db.engine.begin() as connection:
-                    connection.execute(update(claims).where(claims.c.instance_id == instance_id)
-                                       .values(node=self.node, lease_until=lease_until))
+                    connection.execute(insert(claims), rows)
+        except IntegrityError:  # some were claimed before (a re-queue, a takeover): one by one
+            for row in rows:
+                try:
+                    with self._db.engine.begin() as connection:
+                        connection.execute(insert(claims), [row])
+                except IntegrityError:  # make it ours
+                    with self._db.engine.begin() as connection:
+                        connection.execute(update(claims).where(claims.c.instance_id == row["instance_id"])
+                                           .values(node=self.node, lease_until=lease_until))
         return self._take_expired(now, lease_until)
 
     def _take_expired(self, now: float, lease_until: float) -> list[str]:
@@ -129,4 +134,5 @@ class RenditionClaims:
     def owned(self) -> int:
         """Claims this node holds in the store (for stats)."""
         with self._db.engine.connect() as connection:
-            return len(connection.execute(select(claims.c.instance_id).where(claims.c.node == self.node)).all())
+            return int(connection.execute(select(func.count()).select_from(claims)
+                                          .where(claims.c.node == self.node)).scalar_one())
