@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,15 @@ class Page:
     def screenshot(self, name: str) -> Path:
         self.artifacts.mkdir(parents=True, exist_ok=True)
         path = self.artifacts / f"{name}.png"
-        self("screenshot", path=str(path))
+        try:
+            self("screenshot", path=str(path))
+        except BrowserError as exc:
+            # Chromium now and then refuses one capture ("Unable to capture screenshot",
+            # seen once in CI on a page that had rendered): the picture is taken again, once.
+            if "Unable to capture screenshot" not in str(exc):
+                raise
+            time.sleep(0.5)
+            self("screenshot", path=str(path))
         return path
 
     def network(self, clear: bool = False) -> list[dict[str, Any]]:
