@@ -35,6 +35,9 @@ from .host import Host, MoveRequest
 
 CHUNK = 64  # instances per outgoing association
 _MAX_INSTANCES = 100_000  # one C-MOVE; beyond that the requester must ask level by level
+# UIDs named in one request: each is one index search, so a list of thousands (a value may
+# be 64 KiB long) would hold the SCP thread for long before anything is sent.
+_MAX_KEYS = 1000
 _SEND_TIMEOUT_S = 120
 
 
@@ -126,7 +129,10 @@ class MoveScp:
             raise MoveRefused(f"unknown query/retrieve level {request.level!r}")
         if not uids:
             raise MoveRefused(f"no {key} at level {level}")
+        if len(uids) > _MAX_KEYS:
+            raise MoveRefused(f"{len(uids)} values of {key} in one C-MOVE (at most {_MAX_KEYS})")
         found: dict[str, list[str]] = {}
+        total = 0
         for uid in uids:
             query = json.dumps({"Level": kind, "Query": {key: uid}, "Limit": 1000}).encode()
             try:
@@ -134,8 +140,11 @@ class MoveScp:
                 for resource_id in ids:
                     for study_uid, instances in self._instances(kind, str(resource_id)):
                         found.setdefault(study_uid, []).extend(instances)
+                        total += len(instances)
             except (OrthancCallError, ValueError, KeyError, TypeError) as exc:
                 raise MoveRefused(f"cannot resolve {key}={uid}: {exc}") from exc
+            if total > _MAX_INSTANCES:  # refused by create(); resolving the rest would be wasted
+                break
         return found
 
     def _instances(self, kind: str, resource_id: str) -> list[tuple[str, list[str]]]:

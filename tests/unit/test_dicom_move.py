@@ -114,3 +114,29 @@ def test_unknown_destination_unknown_level_and_missing_keys_are_refused_and_audi
         with pytest.raises(MoveRefused, match=reason):
             scp.create(request)
         assert [e.decision for e in events.events] == ["deny"] and host.sent == []
+
+
+def test_a_request_naming_too_many_uids_is_refused_before_any_search() -> None:
+    scp, host, events = _scp()
+    too_many = "\\".join(f"1.2.{n}" for n in range(1001))
+    with pytest.raises(MoveRefused, match="1001 values of StudyInstanceUID"):
+        scp.create(_request(study=too_many))
+    assert [e.decision for e in events.events] == ["deny"] and host.sent == []
+
+
+def test_a_request_beyond_the_instance_bound_is_refused_without_resolving_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("neuronova.dicom_move._MAX_INSTANCES", 2)
+    scp, host, events = _scp(3)
+    searched: list[str] = []
+    original = host.rest_post
+
+    def counting(uri: str, body: bytes, after_plugins: bool = False) -> bytes:
+        if uri == "/tools/find":
+            searched.append(json.loads(body)["Query"]["StudyInstanceUID"])
+        return original(uri, body, after_plugins)
+
+    monkeypatch.setattr(host, "rest_post", counting)
+    with pytest.raises(MoveRefused, match="3 instances in one C-MOVE"):
+        scp.create(_request(study="1.2.3\\1.2.9\\1.2.8"))
+    assert searched == ["1.2.3"] and [e.decision for e in events.events] == ["deny"]
