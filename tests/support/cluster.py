@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from tests.support.orthanc_server import ROOT, free_port
+from tests.support.orthanc_server import ROOT, StartedByScript, free_port
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ClusterNode:
 
 
 @dataclass
-class Cluster:
+class Cluster(StartedByScript):
     process: subprocess.Popen[bytes]
     directory: Path
     balancer: str
@@ -34,13 +34,6 @@ class Cluster:
     data_dir: Path
     admin_password: str
     log_path: Path
-
-    @property
-    def admin(self) -> tuple[str, str]:
-        return ("admin", self.admin_password)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def pids(self) -> dict[str, int]:
         """PIDs of what scripts/cluster started, by name ("postgres", "node-1", ..., "nginx")."""

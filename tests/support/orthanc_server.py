@@ -23,13 +23,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
-class OrthancServer:
-    process: subprocess.Popen[bytes]
-    base: str
-    http_port: int
-    dicom_port: int
-    data_dir: Path
+class StartedByScript:
+    """What scripts/run and scripts/cluster both give: the admin's password and a log file."""
+
     admin_password: str
     log_path: Path
 
@@ -39,6 +35,17 @@ class OrthancServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class OrthancServer(StartedByScript):
+    process: subprocess.Popen[bytes]
+    base: str
+    http_port: int
+    dicom_port: int
+    data_dir: Path
+    admin_password: str
+    log_path: Path
 
     def stop(self) -> None:
         if self.process.poll() is None:
