@@ -20,7 +20,10 @@ takes a JSON object ``{"gated": {...}, "bare": {...}, "env": {...}}``: Orthanc c
 merged into the gated node's overlay and into the bare Orthanc's configuration, and
 environment for ``scripts/run``; that is how a run points both at one PostgreSQL server
 (e.g. the PostgreSQL plugin's settings that scripts/cluster writes, a separate database for
-each). With ``--json`` the last line is one JSON object.
+each). ``--postgres`` starts such a server itself and gives the bare Orthanc the gated node's
+PostgreSQL settings. The serialization conflicts each Orthanc logged while the studies were
+stored are printed (PostgreSQL: a retried transaction each; a store fails after the last
+retry). With ``--json`` the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -87,27 +90,34 @@ def _timed(call: Callable[[], requests.Response]) -> tuple[float, requests.Respo
 def _on_postgres(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """A PostgreSQL server of Debian's (tests/support/databases.py) with one database per
     Orthanc: the bare one's index, the gated one's index and its plugin store. Returns the
-    server (to stop) and the overlay pointing both at it."""
-    from sqlalchemy import create_engine, make_url, text
-
+    server (to stop) and the overlay pointing the gated node at it (the bare one follows
+    once the gated node's configuration is rendered: ``_same_index_settings``)."""
     from bench.common import BARE_PLUGINS
-    from tests.support.databases import start_postgres
+    from tests.support.databases import create_databases, node_env, start_postgres
 
     server = start_postgres()
-    url = make_url(server.url)
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        for name in ("bare", "gated", "gated_store"):
-            connection.execute(text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    index = {"Host": "127.0.0.1", "Port": url.port, "Username": url.username, "Password": url.password}
-    bare = {"Plugins": [*BARE_PLUGINS, "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"],
-            "PostgreSQL": {"EnableIndex": True, "EnableStorage": False, "Database": "bare", "Lock": False, **index}}
-    env = {"NEURONOVA_POSTGRES_HOST": "127.0.0.1", "NEURONOVA_POSTGRES_PORT": str(url.port),
-           "NEURONOVA_POSTGRES_USER": str(url.username), "NEURONOVA_POSTGRES_PASSWORD": str(url.password),
-           "NEURONOVA_POSTGRES_DATABASE": "gated", "NEURONOVA_POSTGRES_STORE_DATABASE": "gated_store"}
+    create_databases(server, "bare", "gated", "gated_store")
+    bare = {"Plugins": [*BARE_PLUGINS, "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"]}
     return server, {"bare": {**bare, **extra.get("bare", {})}, "gated": extra.get("gated", {}),
-                    "env": {**env, **extra.get("env", {})}}
+                    "env": {**node_env(server, "gated", "gated_store"), **extra.get("env", {})}}
+
+
+def _same_index_settings(gated_folder: Path, database: Any) -> dict[str, Any]:
+    """The PostgreSQL section scripts/run rendered for the gated node, pointed at the bare
+    Orthanc's database: both compete for the index under the same settings (an earlier run
+    gave the bare one a single connection and the gated five, and blamed the plugin for the
+    serialization conflicts that five connections make; docs/runtime-facts.md)."""
+    from sqlalchemy import make_url
+
+    rendered = json.loads((gated_folder / "orthanc.json").read_text())["PostgreSQL"]
+    return {**rendered, "Database": "bare", "Password": make_url(database.url).password}
+
+
+def _conflicts(log: str) -> dict[str, int]:
+    """Serialization conflicts Orthanc logged (each one a retried transaction) and stores
+    that failed after Orthanc's last retry."""
+    return {"retried": log.count("could not serialize access"),
+            "failed": log.count("Maximum transactions retries reached")}
 
 
 def main() -> None:
@@ -138,10 +148,16 @@ def main() -> None:
     started = time.perf_counter()
     blobs = [tiny_instance(u, patient_of[u], modality="CT" if n % 3 else "MR") for n, u in enumerate(uids)]
     print(f"generated in {time.perf_counter() - started:.1f} s")
-    bare = start_bare(extra.get("bare"))
-    gated, _ = start_gated({"NEURONOVA_JWT_SECRET": SECRET, "NEURONOVA_ADMIN_PASSWORD": "bench-admin",
-                            **extra.get("env", {})}, script=args.run_script,
-                           overlay={"NeuroNova": {"Htj2k": {"Enabled": False}}, **extra.get("gated", {})})
+    gated, gated_folder = start_gated({"NEURONOVA_JWT_SECRET": SECRET, "NEURONOVA_ADMIN_PASSWORD": "bench-admin",
+                                       **extra.get("env", {})}, script=args.run_script,
+                                      overlay={"NeuroNova": {"Htj2k": {"Enabled": False}}, **extra.get("gated", {})})
+    if database is not None:
+        extra["bare"]["PostgreSQL"] = _same_index_settings(gated_folder, database)
+    try:
+        bare = start_bare(extra.get("bare"))
+    except Exception:
+        gated.stop()
+        raise
     results: dict[str, dict[str, float]] = {}
     memory: dict[str, int] = {}
     try:
@@ -149,6 +165,8 @@ def main() -> None:
             started = time.perf_counter()
             upload(base, blobs, auth=auth, threads=args.threads)
             print(f"{name}: {len(blobs)} studies stored in {time.perf_counter() - started:.1f} s")
+        ingest = {"bare": _conflicts(bare.log()), "gated": _conflicts(gated.log())}
+        print(f"serialization conflicts during ingest: {ingest}")
         memory["bare_loaded_kib"] = _rss_kib(bare.process.pid)
         memory["gated_loaded_kib"] = _rss_kib(gated.process.pid)
         session = requests.Session()
@@ -233,7 +251,7 @@ def main() -> None:
           f"{plugin_rest / 1024:.0f} MiB at rest, grants and searches added {plugin_growth / 1024:.1f} MiB")
     if args.json:
         print(json.dumps({"studies": args.studies, "grants": len(granted), "patient_studies": args.patient_studies,
-                          "searches": results, "memory_kib": memory,
+                          "searches": results, "memory_kib": memory, "ingest_conflicts": ingest,
                           "plugin_at_rest_kib": plugin_rest, "plugin_growth_kib": plugin_growth}))
 
 

@@ -45,6 +45,9 @@ _ERROR_NAMES = {
 }
 
 
+# Bounds how long a plugin thread waits for Orthanc's start (then its call fails as before).
+_START_WAIT_SECONDS = 300.0
+
 _CHANGE_NAMES = {getattr(orthanc.ChangeType, n): n for n in dir(orthanc.ChangeType) if n.isupper()}
 _LEVEL_NAMES = {getattr(orthanc.ResourceType, n): n for n in dir(orthanc.ResourceType) if n.isupper()}
 _ORIGIN_NAMES = {getattr(orthanc.InstanceOrigin, n): n for n in dir(orthanc.InstanceOrigin) if n.isupper()}
@@ -72,7 +75,31 @@ def _call_error(exc: Exception) -> OrthancCallError:
 class OrthancHost:
     """Implements :class:`neuronova.host.Host` with the Orthanc SDK."""
 
+    def __init__(self) -> None:
+        # Orthanc's REST API, look-ups and metrics need its server context, which exists only
+        # once Orthanc has started: before, every such call fails and Orthanc logs "Plugin
+        # trying to call the database during its initialization" (seen on PostgreSQL, whose
+        # start-up outlasts the plugin's: the HTJ2K sweeper's first /changes read, the first
+        # metrics). Until ORTHANC_STARTED, the plugin's own threads wait for it and metrics
+        # are kept; a call from the plugin's start-up itself (main thread) is not held, it
+        # would wait for itself: it still fails, so start-up must not make one.
+        self._started = threading.Event()
+        self._metrics_lock = threading.Lock()
+        self._early_metrics: dict[str, float] = {}
+
+    def orthanc_started(self) -> None:
+        with self._metrics_lock:
+            self._started.set()
+            for name, value in self._early_metrics.items():
+                orthanc.SetMetricsValue(name, value, orthanc.MetricsType.DEFAULT)
+            self._early_metrics.clear()
+
+    def _wait_for_start(self) -> None:
+        if not self._started.is_set() and threading.current_thread() is not threading.main_thread():
+            self._started.wait(_START_WAIT_SECONDS)
+
     def rest_get(self, uri: str, after_plugins: bool = False) -> bytes:
+        self._wait_for_start()
         try:
             if after_plugins:
                 return bytes(orthanc.RestApiGetAfterPlugins(uri))
@@ -84,6 +111,7 @@ class OrthancHost:
         return json.loads(self.rest_get(uri, after_plugins))
 
     def rest_post(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
+        self._wait_for_start()
         try:
             if after_plugins:
                 return bytes(orthanc.RestApiPostAfterPlugins(uri, body))
@@ -92,6 +120,7 @@ class OrthancHost:
             raise _call_error(exc) from exc
 
     def rest_put(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
+        self._wait_for_start()
         try:
             if after_plugins:
                 return bytes(orthanc.RestApiPutAfterPlugins(uri, body))
@@ -100,6 +129,7 @@ class OrthancHost:
             raise _call_error(exc) from exc
 
     def rest_delete(self, uri: str, after_plugins: bool = False) -> None:
+        self._wait_for_start()
         try:
             if after_plugins:
                 orthanc.RestApiDeleteAfterPlugins(uri)
@@ -128,16 +158,23 @@ class OrthancHost:
         return str(found) if found else None
 
     def lookup_study(self, study_uid: str) -> str | None:
+        self._wait_for_start()
         return self._lookup(orthanc.LookupStudy, study_uid)
 
     def lookup_series(self, series_uid: str) -> str | None:
+        self._wait_for_start()
         return self._lookup(orthanc.LookupSeries, series_uid)
 
     def lookup_instance(self, sop_uid: str) -> str | None:
+        self._wait_for_start()
         return self._lookup(orthanc.LookupInstance, sop_uid)
 
     def set_metric(self, name: str, value: float) -> None:
-        orthanc.SetMetricsValue(name, float(value), orthanc.MetricsType.DEFAULT)
+        with self._metrics_lock:  # held while publishing: an early value never overwrites a newer one
+            if self._started.is_set():
+                orthanc.SetMetricsValue(name, float(value), orthanc.MetricsType.DEFAULT)
+            else:
+                self._early_metrics[name] = float(value)
 
     def emit_audit_log(self, user: str, level: str, resource_id: str, action: str, data: bytes) -> None:
         if _AUDIT_LOG_LEVELS is None:
@@ -279,6 +316,8 @@ def install() -> PluginApp:
             if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
                 app.stop()
             else:
+                if change_type == orthanc.ChangeType.ORTHANC_STARTED:
+                    host.orthanc_started()
                 app.on_change(change, _LEVEL_NAMES.get(level, str(level)), resource_id)
         except Exception as exc:  # noqa: BLE001 - never break Orthanc's change thread
             orthanc.LogError(f"NeuroNova: change {change}: {exc!r}")

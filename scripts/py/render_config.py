@@ -68,7 +68,12 @@ def _cluster(config: dict[str, Any], env: dict[str, str]) -> None:
             "Host": host, "Port": port, "Database": database, "Username": user,
             "Password": "${NEURONOVA_POSTGRES_PASSWORD}",
             # Several Orthanc nodes write the same index: the plugin's exclusive lock must be off.
-            "Lock": False, "EnableSsl": False, "IndexConnectionsCount": 5,
+            # One connection per node: plugin 5.0 runs every transaction SERIALIZABLE and each
+            # store bumps the same counter rows, so two connections storing at once conflict
+            # ("could not serialize"); Orthanc retries 10 times, then the store fails (503).
+            # Measured with 8 parallel uploads (docs/runtime-facts.md): 5 connections made a
+            # bare Orthanc fail stores too; 1 made none, and cost less than the retries.
+            "Lock": False, "EnableSsl": False, "IndexConnectionsCount": 1,
             "MaximumConnectionRetries": 10, "ConnectionRetryInterval": 2,
         }
     name = env.get("NEURONOVA_NODE_NAME", "")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from tests.support.cluster import cluster_directory
@@ -93,6 +93,26 @@ def start_postgres() -> DatabaseServer:
         server.stop()
         raise
     return server
+
+
+def create_databases(server: DatabaseServer, *names: str) -> None:
+    """Empty databases on a server of ``start_postgres`` (one per Orthanc index or plugin store)."""
+    engine = create_engine(server.url, isolation_level="AUTOCOMMIT")  # CREATE DATABASE refuses a transaction
+    try:
+        with engine.connect() as connection:
+            for name in names:
+                connection.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        engine.dispose()
+
+
+def node_env(server: DatabaseServer, index_database: str, store_database: str) -> dict[str, str]:
+    """``scripts/run``'s environment for a node whose Orthanc index and plugin store are two
+    databases of this PostgreSQL server (the settings a deployment gives, docs/deployment.md)."""
+    url = make_url(server.url)
+    return {"NEURONOVA_POSTGRES_HOST": str(url.host), "NEURONOVA_POSTGRES_PORT": str(url.port),
+            "NEURONOVA_POSTGRES_USER": str(url.username), "NEURONOVA_POSTGRES_PASSWORD": str(url.password),
+            "NEURONOVA_POSTGRES_DATABASE": index_database, "NEURONOVA_POSTGRES_STORE_DATABASE": store_database}
 
 
 def start_mariadb() -> DatabaseServer:

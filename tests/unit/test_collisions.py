@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,88 @@ def test_an_instance_that_cannot_be_checked_is_quarantined(world: Any) -> None:
     found = guard.check(instance("5.5", "P5"), "REST_API")
     assert found is not None and found.existing_patient_ids == ("(index lookup failed)",)
     assert guard.hidden_studies() == frozenset({"5.5"})
+
+
+class SlowIndexHost(IndexHost):
+    """IndexHost whose index read of one study (``held``) answers only once ``release`` is
+    set: a first instance whose read is slow (a busy PostgreSQL index connection)."""
+
+    def __init__(self, held: str, *args: Any) -> None:
+        super().__init__(*args)
+        self.held = held
+        self.reading = threading.Event()
+        self.release = threading.Event()
+
+    def rest_post(self, uri: str, body: bytes, after_plugins: bool = False) -> bytes:
+        answer = super().rest_post(uri, body, after_plugins)  # the index as it was when read
+        if json.loads(body)["Query"].get("StudyInstanceUID") == self.held:
+            self.reading.set()
+            assert self.release.wait(10), "the held read was never released"
+        return answer
+
+
+def _guard_on(host: IndexHost, tmp_path: Path) -> tuple[CollisionGuard, AuditWriter]:
+    db = open_database(f"sqlite:///{tmp_path}/store.sqlite")
+    writer = AuditWriter(db)
+    return CollisionGuard(host, db, Gate(gate_settings_for_tests(ORDERING_MATCH), host, db, writer)), writer
+
+
+def test_a_slow_index_read_does_not_hold_up_instances_of_other_studies(tmp_path: Path) -> None:
+    host = SlowIndexHost("7.7", [])
+    guard, writer = _guard_on(host, tmp_path)
+    try:
+        slow = threading.Thread(target=guard.check, args=(instance("7.7", "P7"), "REST_API"))
+        slow.start()
+        assert host.reading.wait(10)
+        other = threading.Thread(target=guard.check, args=(instance("8.8", "P8"), "REST_API"))
+        other.start()
+        other.join(5)
+        finished_meanwhile = not other.is_alive()
+        host.release.set()
+        slow.join(10)
+        other.join(10)
+        assert finished_meanwhile  # it did not wait for the read of study 7.7
+    finally:
+        host.release.set()
+        writer.close()
+
+
+def test_two_patients_arriving_together_on_a_slow_study_still_collide(tmp_path: Path) -> None:
+    host = SlowIndexHost("7.7", [])
+    guard, writer = _guard_on(host, tmp_path)
+    try:
+        results: list[Any] = []
+        first = threading.Thread(target=lambda: results.append(guard.check(instance("7.7", "P1"), "REST_API")))
+        first.start()
+        assert host.reading.wait(10)
+        second = threading.Thread(
+            target=lambda: results.append(guard.check(instance("7.7", "P2", sop="9.9.9.2"), "REST_API")))
+        second.start()
+        host.release.set()
+        first.join(10)
+        second.join(10)
+        assert results[0] is None and results[1] is not None  # the second waited for the first
+        assert results[1].existing_patient_ids == ("P1",)
+        assert guard.hidden_studies() == frozenset({"7.7"})
+    finally:
+        host.release.set()
+        writer.close()
+
+
+def test_an_index_read_made_before_a_deletion_is_not_kept(tmp_path: Path) -> None:
+    host = SlowIndexHost("7.7", [FakeStudy("7.7", "P1", {}, {"7.7.1": ["7.7.1.1"]})])
+    guard, writer = _guard_on(host, tmp_path)
+    try:
+        reader = threading.Thread(target=guard.check, args=(instance("7.7", "P1"), "REST_API"))
+        reader.start()
+        assert host.reading.wait(10)
+        host.studies.clear()  # the study is deleted while its owners are being read ...
+        guard.forget()  # ... and Orthanc reports the deletion
+        host.release.set()
+        reader.join(10)
+        host.held = ""
+        # P1's study is gone: another patient's instance of that UID is a new study, no collision
+        assert guard.check(instance("7.7", "P2", sop="9.9.9.2"), "REST_API") is None
+    finally:
+        host.release.set()
+        writer.close()
