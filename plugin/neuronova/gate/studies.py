@@ -4,17 +4,22 @@ The hierarchy (which study a series or instance belongs to) does not change whil
 resource exists, so it is cached for long, and dropped whenever anything is deleted (a
 series deleted and stored again under another study must not stay readable through its
 old study); the facts a decision reads (PatientID, physician names) are cached briefly.
+The Orthanc ids of the search order come from the store's table (gate/study_ids.py) and are
+remembered while their study exists.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..caches import Cache
 from ..errors import OrthancCallError
 from ..host import Host
+from .study_ids import StudyIdTable
 
 _WILDCARDS = set("*?\\")
 # StudyInstanceUID <-> Orthanc id remembered for the search order (about 300 bytes each).
@@ -37,6 +42,10 @@ class StudyFacts:
     orthanc_id: str
     patient_id: str
     attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # keyword -> values
+
+
+def _ignore(_orthanc_id: str) -> None:
+    pass
 
 
 def normalize_name(value: str) -> str:
@@ -62,6 +71,11 @@ class StudyDirectory:
         self._uids: dict[str, str] = {}  # the reverse: Orthanc id -> StudyInstanceUID
         self._epoch = 0
         self._orders: Cache[frozenset[str], _Order] = Cache(max_entries=64)
+        # With the table (use_table): UIDs Orthanc's index did not know when asked. Arrivals
+        # reach the table through whichever node stores them, so they are not asked again.
+        self._table: StudyIdTable | None = None
+        self._confirm: Callable[[str], None] = _ignore
+        self._absent: set[str] = set()
 
     def facts(self, study_uid: str) -> StudyFacts | None:
         cached = self._facts.get(study_uid)
@@ -105,53 +119,110 @@ class StudyDirectory:
         ``deleted`` is the (level, Orthanc id) of that change. Study ids for the search order
         stay valid while their study exists: a deleted study takes only its own entry, a
         deleted series or instance none (when its study goes too, Orthanc reports that study's
-        deletion as well); anything else forgets them all."""
+        deletion as well); anything else forgets them all (read again from the table, if any)."""
         self._facts.clear()
         if hierarchy:
             self._parents.clear()
             level, orthanc_id = deleted or ("", "")
             if level.upper() == "STUDY":
-                self._ids.pop(self._uids.pop(orthanc_id, ""), None)
-                self._epoch += 1
+                self._forget([orthanc_id])
             elif level.upper() not in ("SERIES", "INSTANCE"):
-                self._ids, self._uids = {}, {}
-                self._epoch += 1
+                self.forget_ids()
         self.version += 1
+
+    def use_table(self, table: StudyIdTable, confirm: Callable[[str], None]) -> None:
+        """Read identifiers from the store's table (gate/study_ids.py) before asking Orthanc;
+        ``confirm`` receives the identifiers Orthanc gave for UIDs the table did not know."""
+        self._table, self._confirm = table, confirm
+
+    def written(self, rows: list[dict[str, str]], removed: list[str]) -> None:
+        """This node wrote the table: the removed identifiers leave the order (the DELETED
+        change took them already, unless a search read the row back meanwhile), and cached
+        orders look again for their missing UIDs."""
+        if removed:
+            self._forget(removed)
+        if rows or removed:
+            self.version += 1
+
+    def remote_arrivals(self, seen: int | None, _current: int) -> None:
+        """A node recorded studies in the table: cached orders look again for missing UIDs."""
+        if seen is not None:
+            self.version += 1
+
+    def forget_ids(self) -> None:
+        """A study may have been deleted through another node: remembered ids are read again."""
+        self._ids, self._uids = {}, {}
+        self._epoch += 1
+        self.version += 1
+
+    def _forget(self, orthanc_ids: Iterable[str]) -> None:
+        for orthanc_id in orthanc_ids:
+            self._ids.pop(self._uids.pop(orthanc_id, ""), None)
+        self._epoch += 1
 
     def ordered(self, uids: frozenset[str]) -> tuple[str, ...]:
         """The stored studies among ``uids``, by ascending Orthanc id: the order of Orthanc's
         own QIDO answers (dicomweb/search.py). Cached per set; after an arrival only the UIDs
-        that were missing are looked up again, after a deletion all of them."""
-        order = self._orders.get(uids)
-        if order is not None and order.epoch == self._epoch:
-            if order.version == self.version:
-                return order.studies
-            if not any(self._orthanc_id(u) for u in order.missing):
-                self._orders.put(uids, _Order(order.epoch, self.version, order.studies, order.missing))
-                return order.studies
+        that were missing are looked for again, after a deletion all of them (from memory and
+        the table: Orthanc is asked only for UIDs neither knows)."""
         epoch, version = self._epoch, self.version
-        found: list[tuple[str, str]] = []
-        missing: list[str] = []
-        for uid in uids:
-            orthanc_id = self._orthanc_id(uid)
-            if orthanc_id:
-                found.append((orthanc_id, uid))
-            else:
-                missing.append(uid)
-        found.sort()
-        studies = tuple(uid for _, uid in found)
-        self._orders.put(uids, _Order(epoch, version, studies, frozenset(missing)))
+        order = self._orders.get(uids)
+        if order is not None and order.epoch == epoch:
+            if order.version == version:
+                return order.studies
+            # With the table, an arrival through any node is recorded there: Orthanc is not
+            # asked again for UIDs it did not know a moment ago.
+            if not self._find(order.missing, look_up=self._table is None):
+                self._orders.put(uids, _Order(epoch, version, order.studies, order.missing))
+                return order.studies
+        found = self._find(uids, look_up=True)
+        studies = tuple(uid for _, uid in sorted((orthanc_id, uid) for uid, orthanc_id in found.items()))
+        self._orders.put(uids, _Order(epoch, version, studies, frozenset(uids - found.keys())))
         return studies
 
-    def _orthanc_id(self, study_uid: str) -> str | None:
-        known = self._ids.get(study_uid)
-        if known is not None:
-            return known
-        orthanc_id = self._host.lookup_study(study_uid)
-        if orthanc_id is not None and len(self._ids) < MAX_REMEMBERED_IDS:
-            self._ids[study_uid] = orthanc_id
-            self._uids[orthanc_id] = study_uid
-        return orthanc_id
+    def _find(self, uids: Iterable[str], look_up: bool) -> dict[str, str]:
+        """uid -> Orthanc id of the stored studies among ``uids``: remembered, else from the
+        table, else (``look_up``) from Orthanc's index, once per UID while the table works."""
+        found: dict[str, str] = {}
+        unknown: list[str] = []
+        for uid in uids:
+            known = self._ids.get(uid)
+            if known is not None:
+                found[uid] = known
+            else:
+                unknown.append(uid)
+        table_works = False
+        if unknown and self._table is not None:
+            try:
+                from_table = self._table.ids_of(unknown)
+                table_works = True
+            except SQLAlchemyError:
+                from_table = {}  # the store is away: Orthanc's index answers, slower
+            self._remember(from_table)
+            found.update(from_table)
+            unknown = [uid for uid in unknown if uid not in from_table]
+        if not look_up:
+            return found
+        for uid in unknown:
+            if table_works and uid in self._absent:
+                continue
+            orthanc_id = self._host.lookup_study(uid)
+            if orthanc_id is None:
+                if table_works and len(self._absent) < MAX_REMEMBERED_IDS:
+                    self._absent.add(uid)
+                continue
+            found[uid] = orthanc_id
+            self._remember({uid: orthanc_id})
+            if table_works:
+                self._confirm(orthanc_id)
+        return found
+
+    def _remember(self, ids: dict[str, str]) -> None:
+        for uid, orthanc_id in ids.items():
+            if len(self._ids) >= MAX_REMEMBERED_IDS:
+                return
+            self._ids[uid] = orthanc_id
+            self._uids[orthanc_id] = uid
 
     def study_of(self, level: str, uid: str) -> str | None:
         """StudyInstanceUID of a series (``level="series"``) or instance (``"instance"``)."""

@@ -207,3 +207,28 @@ grant_changes = Table(
     Column("subject", String(255), nullable=False),
     Column("time", Double, nullable=False),
 )
+
+# StudyInstanceUID -> Orthanc study identifier, for the order of permitted-study searches
+# (gate/study_ids.py): written by the node that receives a study (NEW_STUDY), removed when the
+# study is deleted, backfilled once for the studies stored before the table existed. The
+# identifier is the key: the same StudyInstanceUID under two PatientIDs (a collision,
+# gate/collisions.py) is two studies for Orthanc, two rows here.
+study_ids = Table(
+    "study_ids",
+    metadata,
+    Column("orthanc_id", String(64), primary_key=True),  # SHA-1 of PatientID|StudyInstanceUID
+    Column("study_uid", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Index("ix_study_ids_uid", "study_uid", "orthanc_id"),
+)
+
+# Progress of that backfill, one row ("studies"): the next position in Orthanc's /studies list
+# (``since``) and when it finished (NULL while it has not). Shared: one node's finished
+# backfill is every node's.
+study_ids_backfill = Table(
+    "study_ids_backfill",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("since", BigInteger, nullable=False),
+    Column("finished_at", Double, nullable=True),
+)

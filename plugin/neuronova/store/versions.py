@@ -27,7 +27,11 @@ from sqlalchemy.exc import IntegrityError
 from .schema import state_versions
 
 GRANTS, SHARES, SESSIONS = "grants", "shares", "sessions"
-KINDS = (GRANTS, SHARES, SESSIONS)
+# Studies a node recorded in, or removed from, the search order table (gate/study_ids.py): the
+# other nodes then look again for the permitted studies they had not found, or re-read the
+# identifiers they remember (a study deleted through another node must leave their order).
+STUDY_ARRIVALS, STUDY_DELETIONS = "study_arrivals", "study_deletions"
+KINDS = (GRANTS, SHARES, SESSIONS, STUDY_ARRIVALS, STUDY_DELETIONS)
 POLL_SECONDS = 0.25  # a change made on another node is seen within this (plus one reload)
 
 
