@@ -35,6 +35,11 @@ class Request:
             raise HttpError(400, f"{name} must be between {low} and {high}")
         return value
 
+    def with_ip(self, ip: str) -> Request:
+        """The same request from ``ip`` (``dataclasses.replace`` reads the fields' definitions
+        at every call: 3% of the GIL's time on QIDO, bench.gate_bench)."""
+        return Request(self.method, self.path, self.groups, self.query, self.headers, self.body, ip)
+
     def json(self) -> Any:
         try:
             return json.loads(self.body or b"null")

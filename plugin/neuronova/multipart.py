@@ -24,11 +24,13 @@ def build(parts: Sequence[Part], media_type: str, *, boundary: str | None = None
     """The body and the top-level Content-Type (``multipart/related; type="..."; boundary=...``).
 
     ``media_type`` is the parts' media type without parameters (RFC 2387 ``type``). The
-    boundary is random and checked not to occur in any part (a collision is astronomically
-    unlikely, but a body that splits wrongly would be a corrupt frame).
+    boundary is 128 random bits drawn after the parts exist, so nobody can have put it in
+    them and it occurs by chance with a probability below 2^-100 even in a 256 MiB answer:
+    it is not searched for (that search cost 150 us per 512 KB frame, under the GIL). A
+    boundary given by the caller is checked not to occur in any part.
     """
     if boundary is None:
-        boundary = _fresh_boundary(parts)
+        boundary = "neuronova-" + secrets.token_hex(16)
     elif any(_occurs(boundary.encode("ascii"), p.body) for p in parts):
         raise ValueError("the boundary occurs in a part")
     delimiter = b"--" + boundary.encode("ascii")
@@ -73,14 +75,6 @@ def parse(body: bytes, content_type: str) -> list[Part]:
         content_type_of_part = headers.pop("content-type", "")
         parts.append(Part(content_type_of_part, body[start:nxt], headers))
         pos = nxt + 2
-
-
-def _fresh_boundary(parts: Sequence[Part]) -> str:
-    while True:
-        boundary = "neuronova-" + secrets.token_hex(16)
-        encoded = boundary.encode("ascii")
-        if not any(_occurs(encoded, p.body) for p in parts):
-            return boundary
 
 
 def _occurs(needle: bytes, body: bytes | bytearray | memoryview) -> bool:

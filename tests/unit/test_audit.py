@@ -1,3 +1,4 @@
+import dataclasses
 import time
 from pathlib import Path
 
@@ -22,6 +23,12 @@ def test_writer_batches_and_flushes_everything_on_close(tmp_path: Path) -> None:
     assert len(audit.query(db, user="u", limit=5000)) == 500
     page = audit.query(db, limit=10, offset=990)
     assert [r["uri"] for r in page] == [f"/x/{n}" for n in range(990, 1000)]
+
+
+def test_an_event_row_and_its_json_hold_every_field() -> None:
+    e = dataclasses.replace(event(7), node="node-a")
+    assert e.as_row() == dataclasses.asdict(e)
+    assert e.as_json() == {**dataclasses.asdict(e), "time": audit.iso_utc(e.time)}
 
 
 def test_time_parsing() -> None:

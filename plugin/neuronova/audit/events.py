@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +25,18 @@ class AuditEvent:
     # The node that decided (NeuroNova.NodeName); "" lets the writer fill in its own node.
     node: str = ""
 
+    def as_row(self) -> dict[str, Any]:
+        """The fields by name: what ``dataclasses.asdict`` gives, without its deep copy (15 us
+        an event, on the audit writer's thread, which shares the GIL with the requests)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def as_json(self) -> dict[str, Any]:
-        row = asdict(self)
+        row = self.as_row()
         row["time"] = iso_utc(self.time)
         return row
+
+
+_FIELDS = tuple(f.name for f in fields(AuditEvent))
 
 
 def iso_utc(epoch: float) -> str:

@@ -22,7 +22,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import insert
@@ -144,7 +143,7 @@ class AuditWriter:
     def _write(self, events: list[AuditEvent]) -> None:
         """Insert until it works: the store's outage shows in problem(); only a shutdown that
         cannot wait longer gives up, and says how many events it lost."""
-        rows = [{**asdict(e), "node": e.node or self.node} for e in events]
+        rows = [{**e.as_row(), "node": e.node or self.node} for e in events]
         delay = 0.1
         while True:
             try:

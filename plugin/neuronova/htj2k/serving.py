@@ -10,6 +10,7 @@ decoding or reading encapsulated pixel data is delegated to Orthanc's own decode
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from ..caches import Cache
@@ -63,13 +64,13 @@ class Htj2kRetriever:
             raise HttpError(404, "no such instance")
         original_ts = self._transfer_syntax(instance_id)
         available = Available(original_ts, self._store.spans(instance_id) is not None, can_uncompress=True)
-        choice = negotiate_frames(request.headers.get("accept"), available, single_part_ok=len(numbers) == 1)
+        choice = _negotiated_frames(request.headers.get("accept"), available, len(numbers) == 1)
         rendition = self._store.rendition(instance_id) if choice.representation is Representation.HTJ2K else None
         if choice.representation is Representation.HTJ2K and rendition is None:
             # the attachment vanished between the two looks: ask again, now without HTJ2K
             choice = negotiate_frames(request.headers.get("accept"), Available(original_ts, False, True),
                                       single_part_ok=len(numbers) == 1)
-        payloads: list[bytes] = []
+        payloads: list[bytes | memoryview] = []
         total = 0
         for number in numbers:
             # Bounded while collected, not once built: a long list of large frames is refused
@@ -78,7 +79,7 @@ class Htj2kRetriever:
             total += len(payloads[-1])
             check_answer_size(total)
         if not choice.multipart:
-            return Response(200, payloads[0], choice.part_content_type)
+            return Response(200, bytes(payloads[0]), choice.part_content_type)
         # Part headers as DICOMweb 1.24 writes them: each frame's own public URL, its length.
         location = public_base(request) + path.resource + "/frames/"
         body, content_type = build([Part(choice.part_content_type, p, _part_headers(p, location + str(n)))
@@ -86,13 +87,15 @@ class Htj2kRetriever:
         return Response(200, body, content_type)
 
     def _frame(self, instance_id: str, resource: str, choice: Choice, rendition: StoredRendition | None,
-               number: int) -> bytes:
+               number: int) -> bytes | memoryview:
+        # Frames are views into the cached file: the answer is copied once, when it is joined
+        # (a slice of a 512x512x16 frame, then the join, copied it twice under the GIL).
         if choice.representation is Representation.HTJ2K:
             assert rendition is not None
             if number > len(rendition.frames):
                 raise HttpError(404, f"frame {number} does not exist (the instance has {len(rendition.frames)})")
             offset, length = rendition.frames[number - 1]
-            return rendition.data[offset:offset + length]
+            return memoryview(rendition.data)[offset:offset + length]
         if choice.representation is Representation.UNCOMPRESSED:
             original, version = self._store.original_with_version(instance_id)
             layout = self._native.get((instance_id, version))
@@ -101,16 +104,13 @@ class Htj2kRetriever:
                 layout = native_frames(original) or _NOT_NATIVE
                 self._native.put((instance_id, version), layout)
             if layout is not _NOT_NATIVE:
-                try:
-                    return layout.frame(original, number)
-                except IndexError as exc:
-                    raise HttpError(404, str(exc)) from exc
+                return _native_frame(original, layout, number)
             self._check_frame_number(instance_id, number)
             return self._decoded_frame(instance_id, resource, number, version)
         self._check_frame_number(instance_id, number)
         return orthanc_decoding.original_frame(self._host, instance_id, number)
 
-    def _decoded_frame(self, instance_id: str, resource: str, number: int, version: str) -> bytes:
+    def _decoded_frame(self, instance_id: str, resource: str, number: int, version: str) -> bytes | memoryview:
         """Frame ``number`` decoded by Orthanc. Orthanc transcodes the whole instance to Explicit
         VR Little Endian once (DCMTK, GDCM for JPEG 2000; Orthanc caches it as well) and frames
         are sliced from that file: the very bytes DICOMweb 1.24 answers (measured), but a frame
@@ -131,7 +131,7 @@ class Htj2kRetriever:
             self._native.put((instance_id + "|explicit-le", version), layout)
         if layout is _NOT_NATIVE or number > layout.count:
             return orthanc_decoding.uncompressed_frame(self._host, resource, number)
-        return layout.frame(data, number)
+        return _native_frame(data, layout, number)
 
     def _check_frame_number(self, instance_id: str, number: int) -> None:
         """404 for a frame beyond Number of Frames (as Orthanc indexed it), before Orthanc's
@@ -203,6 +203,22 @@ class Htj2kRetriever:
                 return Response(200, payload, choice.part_content_type)
         body, content_type = build(parts, "application/dicom")
         return Response(200, body, content_type)
+
+
+@lru_cache(maxsize=256)
+def _negotiated_frames(accept: str | None, available: Available, single_part_ok: bool) -> Choice:
+    """:func:`negotiate_frames`, remembered: viewers send the same few ``Accept`` values for
+    every frame, and reading one is 4% of the GIL's time serving frames (refusals, raised,
+    are not remembered)."""
+    return negotiate_frames(accept, available, single_part_ok=single_part_ok)
+
+
+def _native_frame(data: bytes, layout: NativeFrames, number: int) -> memoryview:
+    """Frame ``number`` of a native original as a view (``NativeFrames`` says where it is)."""
+    if not 1 <= number <= layout.count:
+        raise HttpError(404, f"frame {number} does not exist (the instance has {layout.count})")
+    offset = layout.start + (number - 1) * layout.size
+    return memoryview(data)[offset:offset + layout.size]
 
 
 def _part_headers(payload: bytes | bytearray | memoryview, location: str = "") -> dict[str, str]:
