@@ -2,7 +2,7 @@
 series, with HTJ2K frames versus uncompressed frames, and a bare Orthanc for reference.
 
     .venv/bin/python -m bench.viewer_bench [--runs 3] [--slices 48] [--networks loopback,100]
-        [--variants htj2k,uncompressed,bare] [--timeline] [--json]
+        [--variants htj2k,uncompressed,bare] [--link chrome|tcp] [--timeline] [--json]
 
 Three variants, measured in the same run on the same study, alternating:
 - ``htj2k``:        NeuroNova, the generated app-config.js (frames asked with transfer-syntax=*)
@@ -13,12 +13,15 @@ Each run opens a fresh browser context ("cold": OHIF's files downloaded too) and
 study again in the same context ("warm": OHIF's immutable files come from the browser cache).
 Times are the page's own clock (performance.now(), from navigation start): the first viewport
 canvas with an image, and the moment every image of the series is decoded in cornerstone's cache.
-Networks: ``loopback`` (no limit) and N = N Mbit/s with 2 ms latency (Chrome's emulation).
+Networks: ``loopback`` (no limit) and N = N Mbit/s with 2 ms latency: Chrome's emulation
+(``--link chrome``, the default) or a throttled TCP proxy on loopback (``--link tcp``,
+bench/viewer_link.py: the server's writes meet the link's back-pressure, as on a real network).
 The ``uncompressed`` and ``bare`` variants intercept requests (playwright routes), which turns
 Chromium's HTTP cache off for their context: their "warm" loads download OHIF again.
 
 ``--timeline`` prints, for the ``htj2k`` variant, what happened before the first image (the
-page's own Resource Timing entries: OHIF's files, app-config.js, QIDO, metadata, frames).
+page's own Resource Timing entries: OHIF's files, app-config.js, QIDO, metadata, frames), with
+one line of milestones first (see :func:`milestones`).
 ``--json`` keeps the report and prints as its very last line one JSON object:
 ``{"first_image_s": {network: {"cold": s, "warm": s}}, "full_series_s": {...}, "variants": {...}}``
 (the top-level figures are those of the ``htj2k`` variant, NeuroNova's default).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ from typing import Any
 import requests
 
 from bench.common import start_bare, start_gated
+from bench.viewer_link import Link
 from neuronova.viewer.settings import ACCEPT_ANY, ACCEPT_UNCOMPRESSED
 from tests.support.browser import ARTIFACTS, Browser, Page, missing_tools
 from tests.support.dicom_factory import to_bytes
@@ -125,6 +130,8 @@ def main() -> None:
     parser.add_argument("--networks", default="loopback,100", help="loopback and/or Mbit/s values, comma-separated")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="a comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--link", choices=("chrome", "tcp"), default="chrome",
+                        help="how a Mbit/s network is made: Chrome's emulation or a throttled TCP proxy")
     parser.add_argument("--timeline", action="store_true", help="print what the htj2k loads did before the first image")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the very last line")
     args = parser.parse_args()
@@ -139,7 +146,7 @@ def main() -> None:
     files = [to_bytes(ds) for ds in study.instances]
     print(f"study: {args.slices} x 484x484 MR slices, {sum(map(len, files)) / 1e6:.1f} MB")
 
-    gated, _folder = start_gated(env={"NEURONOVA_JWT_SECRET": SECRET, "NEURONOVA_ADMIN_PASSWORD": "bench admin"})
+    gated, folder = start_gated(env={"NEURONOVA_JWT_SECRET": SECRET, "NEURONOVA_ADMIN_PASSWORD": "bench admin"})
     bare = start_bare()
     browser: Browser | None = None
     try:
@@ -172,38 +179,50 @@ def main() -> None:
         results: dict[tuple[str, str, str], list[Load]] = {}
         networks = [n.strip() for n in args.networks.split(",") if n.strip()]
         for network in networks:
-            for run in range(args.runs):
-                shift = run % len(variants)
-                order = variants[shift:] + variants[:shift]
-                for variant in order:
-                    page = browser.page(ARTIFACTS / "bench")
-                    try:
-                        if network != "loopback":
-                            page("throttle", downloadMbit=float(network), latencyMs=2)
-                        base = gated.base
-                        if variant == "uncompressed":
-                            page("route", pattern="/ohif/app-config.js", body=uncompressed_config)
-                        elif variant == "bare":
-                            base = bare.base
-                            page("proxy", prefix=bare.base + "/ohif/", target=gated.base + "/ohif/")
-                        for phase in ("cold", "warm"):
-                            load = measure(page, base + path, args.slices)
-                            results.setdefault((network, variant, phase), []).append(load)
-                        if run == 0:
-                            page.screenshot(f"viewer-bench-{network}-{variant}")
-                    finally:
-                        page.close()
-                print(f"  {network}: run {run + 1}/{args.runs} done")
+            links: list[Link] = []
+            bases = {"gated": gated.base, "bare": bare.base}
+            if network != "loopback" and args.link == "tcp":
+                # One link per server, shared by every load of this network (as one line would be).
+                for name, server_base in list(bases.items()):
+                    links.append(Link(int(server_base.rsplit(":", 1)[1]), float(network), latency_ms=2))
+                    bases[name] = f"http://127.0.0.1:{links[-1].port}"
+            try:
+                for run in range(args.runs):
+                    shift = run % len(variants)
+                    order = variants[shift:] + variants[:shift]
+                    for variant in order:
+                        page = browser.page(ARTIFACTS / "bench")
+                        try:
+                            if network != "loopback" and args.link == "chrome":
+                                page("throttle", downloadMbit=float(network), latencyMs=2)
+                            base = bases["gated"]
+                            if variant == "uncompressed":
+                                page("route", pattern="/ohif/app-config.js", body=uncompressed_config)
+                            elif variant == "bare":
+                                base = bases["bare"]
+                                page("proxy", prefix=base + "/ohif/", target=gated.base + "/ohif/")
+                            for phase in ("cold", "warm"):
+                                load = measure(page, base + path, args.slices)
+                                results.setdefault((network, variant, phase), []).append(load)
+                            if run == 0:
+                                page.screenshot(f"viewer-bench-{network}-{variant}")
+                        finally:
+                            page.close()
+                    print(f"  {network}: run {run + 1}/{args.runs} done")
+            finally:
+                for link in links:
+                    link.close()
         report(results, networks, variants)
         if args.timeline:
             timelines(results, networks)
         if args.json:
-            print(json.dumps(summary(results, networks, variants), sort_keys=True))
+            print(json.dumps({**summary(results, networks, variants), "link": args.link}, sort_keys=True))
     finally:
         if browser is not None:
             browser.close()
         gated.stop()
         bare.stop()
+        shutil.rmtree(folder, ignore_errors=True)  # the gated server's data (the bare one removes its own)
 
 
 def report(results: dict[tuple[str, str, str], list[Load]], networks: list[str],
@@ -270,9 +289,44 @@ def kind(url: str) -> str:
         return "frames"
     if path.endswith("/metadata"):
         return "metadata"
+    if path.endswith(("/thumbnail", "/rendered")):
+        return "thumbnails"
     if path.endswith("/series") or path.endswith("dicom-web/studies"):
         return "QIDO"
     return "other"
+
+
+def milestones(load: Load) -> dict[str, float]:
+    """Where one load's time went, in ms since navigation start: ``bundle`` (app.bundle's last
+    byte), ``dcl`` (DOMContentLoaded: the bundle ran), ``chunks`` (the last OHIF file that began
+    before the first DICOMweb request: OHIF's start-up waves done), ``qido`` (first study query),
+    ``metadata`` (series metadata's last byte), ``frame`` (first frame request and ``frame_end``
+    its last byte), ``image`` (first image). Missing milestones are left out."""
+    resources = sorted(load.timeline.get("resources", []), key=lambda e: e["start"])
+    found: dict[str, float] = {}
+
+    def first(what: str, pick: str = "start") -> None:
+        entries = [e for e in resources if kind(e["url"]) == what and e["start"] <= load.first_ms]
+        if entries:
+            found[what if pick == "start" else f"{what}_end"] = float(entries[0][pick])
+
+    bundle = [e for e in resources if "/app.bundle." in e["url"] and e["url"].endswith(".js")]
+    if bundle:
+        found["bundle"] = float(bundle[0]["end"])
+    found["dcl"] = float(load.timeline.get("nav", {}).get("dcl", 0))
+    first("QIDO")
+    if "QIDO" in found:
+        ohif = [e["end"] for e in resources if kind(e["url"]) == "OHIF files" and e["start"] < found["QIDO"]]
+        if ohif:
+            found["chunks"] = float(max(ohif))
+    first("metadata", "end")
+    first("frames")
+    first("frames", "end")
+    found["image"] = load.first_ms
+    names = {"QIDO": "qido", "metadata_end": "metadata", "frames": "frame", "frames_end": "frame_end"}
+    order = ("bundle", "dcl", "chunks", "qido", "metadata", "frame", "frame_end", "image")
+    renamed = {names.get(k, k): v for k, v in found.items()}
+    return {k: renamed[k] for k in order if k in renamed}
 
 
 def timelines(results: dict[tuple[str, str, str], list[Load]], networks: list[str]) -> None:
@@ -287,13 +341,18 @@ def timelines(results: dict[tuple[str, str, str], list[Load]], networks: list[st
             print()
             print(f"timeline htj2k {network} {phase}: first image at {load.first_ms:.0f} ms; index.html ttfb "
                   f"{nav.get('ttfb', 0):.0f} end {nav.get('end', 0):.0f}, DOMContentLoaded {nav.get('dcl', 0):.0f}")
+            for label, loads_of_phase in (("first run", loads[:1]), ("every run", loads)):
+                marks = [milestones(x) for x in loads_of_phase]
+                keys = [k for k in marks[0] if all(k in m for m in marks)]
+                print(f"  milestones, {label} (median ms): " + ", ".join(
+                    f"{k} {median([m[k] for m in marks]):.0f}" for k in keys))
             before = [r for r in load.timeline.get("resources", []) if r["start"] <= load.first_ms]
             groups: dict[str, list[dict[str, Any]]] = {}
             for entry in before:
                 groups.setdefault(kind(entry["url"]), []).append(entry)
             print(f"  {'what':>14} {'n':>4} {'cached':>6} {'first start':>11} {'last end':>8} {'sum(ms)':>8} "
                   f"{'sent KB':>8} {'body KB':>8}")
-            for name in ("OHIF files", "app-config.js", "QIDO", "metadata", "frames", "other"):
+            for name in ("OHIF files", "app-config.js", "QIDO", "metadata", "thumbnails", "frames", "other"):
                 entries = groups.get(name, [])
                 if not entries:
                     continue

@@ -64,6 +64,8 @@ def test_settings_defaults_and_oidc() -> None:
     parsed = viewer_settings()
     assert parsed.enabled and parsed.accept_header == settings.ACCEPT_ANY and parsed.oidc is None
     assert parsed.cache_bytes == 128 * 1024 * 1024
+    assert parsed.thumbnail_rendering == "thumbnail"
+    assert viewer_settings(ThumbnailRendering="wadors").thumbnail_rendering == "wadors"
     # Both ${VAR}s unset: no OIDC, not an error.
     assert viewer_settings(Oidc={"Authority": "", "ClientId": ""}).oidc is None
     oidc = viewer_settings(Oidc={"Authority": "https://idp.example/realms/nn/", "ClientId": "ohif"}).oidc
@@ -81,6 +83,7 @@ def test_settings_defaults_and_oidc() -> None:
     {"AcceptHeader": "multipart/related\r\nX: y"},
     {"CacheMegabytes": -1},
     {"CacheMegabytes": "lots"},
+    {"ThumbnailRendering": "jpeg"},
 ])
 def test_settings_refuse_bad_values(raw: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

@@ -29,7 +29,7 @@ def data_source(settings: Settings) -> dict[str, Any]:
             # Orthanc's DICOMweb supports includefield, wildcards, and WADO-RS frames and bulk data.
             "qidoSupportsIncludeField": True,
             "imageRendering": "wadors",
-            "thumbnailRendering": "wadors",
+            "thumbnailRendering": settings.thumbnail_rendering,
             "enableStudyLazyLoad": True,
             "supportsFuzzyMatching": False,
             "supportsWildcard": True,

@@ -23,6 +23,10 @@ ACCEPT_ANY = "multipart/related; type=application/octet-stream; transfer-syntax=
 ACCEPT_UNCOMPRESSED = "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
 # scripts: the chunks run as <script async>; preload: fetched early only; none: OHIF as built.
 CHUNK_HINTS = ("scripts", "preload", "none")
+# How OHIF draws the study browser's thumbnails: "thumbnail", the gate's DICOMweb /thumbnail
+# (a JPEG rendered by Orthanc: the browser decodes no frame for it, so the first image's frame
+# has OHIF's decoder to itself), or "wadors" (a frame fetched and decoded in the browser).
+THUMBNAIL_RENDERINGS = ("thumbnail", "wadors")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Settings:
     oidc: OidcSettings | None
     friendly_name: str
     chunk_hints: str = "none"  # how index.html names the first image's chunks (preload.py)
+    thumbnail_rendering: str = "thumbnail"  # one of THUMBNAIL_RENDERINGS
 
 
 def _oidc(raw: Mapping[str, Any]) -> OidcSettings | None:
@@ -85,6 +90,9 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     hints = option(raw, "ChunkHints", str, "none")
     if hints not in CHUNK_HINTS:
         raise ConfigError(f"Viewer.ChunkHints must be one of {', '.join(CHUNK_HINTS)}")
+    thumbnails = option(raw, "ThumbnailRendering", str, "thumbnail")
+    if thumbnails not in THUMBNAIL_RENDERINGS:
+        raise ConfigError(f"Viewer.ThumbnailRendering must be one of {', '.join(THUMBNAIL_RENDERINGS)}")
     cache_mb = option(raw, "CacheMegabytes", int, 128)
     if not 0 <= cache_mb <= 4096:
         raise ConfigError("Viewer.CacheMegabytes must be between 0 and 4096")
@@ -98,4 +106,5 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         oidc=_oidc(section(raw, "Oidc")),
         friendly_name=option(raw, "FriendlyName", str, "NeuroNova PACS"),
         chunk_hints=hints,
+        thumbnail_rendering=thumbnails,
     )
