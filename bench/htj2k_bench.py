@@ -56,6 +56,28 @@ def encode_speed(files: list[bytes], pixel_bytes: int, threads: int) -> float:
     return pixel_bytes / 1e6 / (time.perf_counter() - started)
 
 
+def cpu_seconds(session: int) -> tuple[float, float]:
+    """CPU time (user + system) of Orthanc's process and of its other processes (the encoders)
+    in the server's session: a figure that other load on the machine changes far less than
+    wall times."""
+    orthanc = others = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[3]) != session:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if name == "Orthanc":
+            orthanc += seconds
+        else:
+            others += seconds
+    return orthanc, others
+
+
 def upload(base: str, files: list[bytes], auth: tuple[str, str] | None) -> float:
     session = requests.Session()
     started = time.perf_counter()
@@ -76,6 +98,7 @@ class Round:
     gated_seconds: float
     all_done_seconds: float  # from the gated upload's start until every rendition is stored
     stats: dict[str, Any]
+    cpu_ms: dict[str, float]  # per instance: Orthanc's process during the ingest and after it, the encoders
     off_seconds: float | None = None  # the gated server with HTJ2K off (--gate-alone)
 
     def figures(self, mb: float) -> dict[str, float]:
@@ -86,6 +109,7 @@ class Round:
                 "limit_mb_s": round(limit, 1), "end_to_end_mb_s": round(end_to_end, 1),
                 "bare_ingest_mb_s": round(bare_rate, 1), "ingest_mb_s": round(mb / self.gated_seconds, 1),
                 "encode_mb_s": round(self.encode_every, 1), "encode_mb_s_one_thread": round(self.encode_one, 1),
+                **{f"cpu_ms_{key}": value for key, value in self.cpu_ms.items()},
                 **({"gate_alone_ingest_vs_bare": round(self.bare_seconds / self.off_seconds, 3)}
                    if self.off_seconds else {})}
 
@@ -101,13 +125,22 @@ def measure(bare: BareOrthanc, gated: OrthancServer, off: OrthancServer | None, 
     gated_run: dict[str, Any] = {}
 
     def run_gated() -> None:
+        session = gated.process.pid  # scripts/run starts a session: Orthanc and its encoders are in it
+        cpu_start = cpu_seconds(session)
         started = time.perf_counter()
         seconds["gated"] = upload(gated.base, files, gated.admin)
+        cpu_ingested = cpu_seconds(session)
         at_end = requests.get(gated.base + "/neuronova/htj2k/stats", auth=gated.admin, timeout=30).json()
         print(f"when the ingest ended: {at_end['queued']} instances waiting ({at_end.get('held', 0)} encoded, "
               f"held), {at_end['in_flight']} in the encoders")
         gated_run["stats"] = wait_for_renditions(gated, expected)
         seconds["all_done"] = time.perf_counter() - started
+        cpu_done, count = cpu_seconds(session), len(files)
+        gated_run["cpu_ms"] = {
+            "orthanc_ingest": round((cpu_ingested[0] - cpu_start[0]) / count * 1000, 2),
+            "orthanc_renditions": round((cpu_done[0] - cpu_ingested[0]) / count * 1000, 2),
+            "encoders": round((cpu_done[1] - cpu_start[1]) / count * 1000, 2),
+        }
 
     turns: list[tuple[str, Any]] = [("bare", lambda: seconds.__setitem__("bare", upload(bare.base, files, None)))]
     if off is not None:
@@ -119,7 +152,7 @@ def measure(bare: BareOrthanc, gated: OrthancServer, off: OrthancServer | None, 
     for _, turn in order:
         turn()
     return Round(one, every, seconds["bare"], seconds["gated"], seconds["all_done"], gated_run["stats"],
-                 seconds.get("off"))
+                 gated_run["cpu_ms"], seconds.get("off"))
 
 
 def report(number: int, result: Round, slices: int, mb: float, cores: int) -> None:
@@ -144,6 +177,10 @@ def report(number: int, result: Round, slices: int, mb: float, cores: int) -> No
     print(f"renditions: {stats['with_rendition']} done, {stats['failed']} failed, {stats['skipped']} skipped, "
           f"ratio {stats['compression_ratio']}:1, average encode {stats['average_encode_ms']} ms in a process")
     print(f"average wall time per stage (ms, all rounds so far): {stats['average_stage_ms']}")
+    cpu = result.cpu_ms
+    print(f"CPU per instance: Orthanc's process {cpu['orthanc_ingest']} ms during the ingest, "
+          f"{cpu['orthanc_renditions']} ms after it; the encoder processes {cpu['encoders']} ms; "
+          f"originals read by the encoders: {stats.get('originals_read')}")
 
 
 def main() -> None:

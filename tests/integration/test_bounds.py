@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 
 from neuronova.store.schema import audit_events
 from tests.support.dicom_factory import Study, make_study
-from tests.support.orthanc_server import OrthancServer, start_orthanc
+from tests.support.orthanc_server import OrthancServer, orthanc_pid, start_orthanc
 
 pytestmark = pytest.mark.integration
 
@@ -59,21 +59,6 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bounded]:
 
 
 # -- request bodies: neither memory nor disk -----------------------------------------------
-
-def orthanc_pid(server: OrthancServer) -> int:
-    """scripts/run execs its way down to Orthanc (same PID); else find it in the session."""
-    pid = server.process.pid
-    if Path(f"/proc/{pid}/comm").read_text().strip() == "Orthanc":
-        return pid
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == pid and (entry / "comm").read_text().strip() == "Orthanc":
-                    return int(entry.name)
-            except OSError:
-                continue
-    raise AssertionError("no Orthanc process found")
-
 
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ from pydicom.uid import generate_uid
 
 from neuronova.multipart import parse as parse_multipart
 from tests.support.dicom_factory import Study, make_study, to_bytes
-from tests.support.orthanc_server import OrthancServer, free_port, start_orthanc
+from tests.support.orthanc_server import OrthancServer, free_port, orthanc_pid, start_orthanc
+from tests.support.waiting import wait_for
 
 from .conftest import c_store
 
@@ -125,6 +128,8 @@ def test_every_encodable_instance_has_a_verified_rendition(ingested: Ingested) -
     assert stats["with_rendition"] == 3 + 1 + 1 + 1  # ct x3, multiframe, j2k, rle
     assert stats["skipped"] == 2 and stats["failed"] == 0  # YBR_FULL_422 by design, the corrupt one
     assert stats["compression_ratio"] > 1.2
+    # the encoders read the originals from Orthanc's storage folder themselves (size and MD5 checked)
+    assert stats["originals_read"] == {"storage": 3 + 1 + 1 + 1 + 2, "rest": 0}
     corrupt_uid = str(ingested.studies["corrupt"].instances[0].StudyInstanceUID)
     study = ingested.admin_get(f"/neuronova/htj2k/studies/{corrupt_uid}").json()
     assert study["counts"] == {"skipped": 1} and "cannot be decoded" in study["problems"][0]["error"]
@@ -293,5 +298,44 @@ def test_backfill_processes_instances_stored_while_htj2k_was_off(tmp_path: Path)
         time.sleep(1)
         again = requests.get(server.base + "/neuronova/htj2k/backfill", auth=server.admin, timeout=10).json()
         assert again["total"] == 0
+    finally:
+        server.stop()
+
+
+def _encoder_processes(parent: int) -> set[int]:
+    """PIDs of the encoder processes Orthanc ``parent`` spawned (alive, not zombies)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(parent) and b"multiprocessing.spawn" in cmdline \
+                and not fields.get("State", "").startswith("Z"):
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not (Path(f"/proc/{pid}/status").read_text().split("State:\t", 1)[1].startswith("Z"))
+    except (OSError, IndexError):
+        return False
+
+
+def test_encoder_processes_end_when_orthanc_is_killed(tmp_path: Path) -> None:
+    env = {"NEURONOVA_JWT_SECRET": SECRET, "NEURONOVA_ADMIN_PASSWORD": "htj2k-admin"}
+    server = start_orthanc(tmp_path, env=env)
+    try:
+        pid = orthanc_pid(server)
+        encoders = wait_for(lambda: _encoder_processes(pid), timeout=60, what="the encoder processes")
+        os.kill(pid, signal.SIGKILL)
+        # Each checks for its parent once a second (encoder_pool.ORPHAN_CHECK_SECONDS).
+        wait_for(lambda: not any(_alive(p) for p in encoders), timeout=15,
+                 what=f"the orphaned encoder processes {sorted(encoders)} to end")
     finally:
         server.stop()

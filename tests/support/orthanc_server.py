@@ -57,6 +57,21 @@ class OrthancServer(StartedByScript):
                 self.process.wait(timeout=10)
 
 
+def orthanc_pid(server: OrthancServer) -> int:
+    """scripts/run execs its way down to Orthanc (same PID); else find it in the session."""
+    pid = server.process.pid
+    if Path(f"/proc/{pid}/comm").read_text().strip() == "Orthanc":
+        return pid
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == pid and (entry / "comm").read_text().strip() == "Orthanc":
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise AssertionError("no Orthanc process found")
+
+
 def start_orthanc(data_dir: Path, *, env: dict[str, str] | None = None, overlay: dict[str, Any] | None = None,
                   wait_status: int | None = 200, timeout: float = 60.0, script: str = "scripts/run",
                   http_port: int | None = None, dicom_port: int | None = None) -> OrthancServer:

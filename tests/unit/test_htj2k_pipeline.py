@@ -17,6 +17,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from sqlalchemy import text
 
 from neuronova.errors import ConfigError, OrthancCallError
 from neuronova.htj2k import settings as htj2k_settings
@@ -205,6 +206,28 @@ def test_a_result_recorded_again_replaces_the_first(tmp_path: Path, files: dict[
         svc.store.record("id-0", "1.2.3", "done", frames=[], flush=True)
         rows = svc.store.rows(["id-0"])
         assert rows["id-0"].status == "done" and rows["id-0"].error == "" and svc.with_rendition(["1.2.3"]) == {"1.2.3"}
+    finally:
+        svc.stop()
+
+
+def test_counts_include_results_not_written_yet_without_writing_them(tmp_path: Path, files: dict[str, bytes]) -> None:
+    svc = service(tmp_path, FakeOrthanc(files), Clock())
+    try:
+        store = svc.store
+        store.record("id-0", "", "failed", error="first try", flush=True)
+        store.record("id-1", "1.2.1", "done", original_bytes=100, rendition_bytes=30, flush=True)
+        store.record("id-0", "1.2.0", "done", original_bytes=200, rendition_bytes=50, flush=False)  # replaces
+        store.record("id-2", "", "skipped", error="by design", flush=False)
+        written = text("SELECT instance_id, status FROM htj2k_renditions ORDER BY 1")
+        with store._db.engine.connect() as connection:  # what the table holds before the counts
+            before = connection.execute(written).all()
+        counts = store.counts()
+        assert counts.of("done") == (2, 300, 80) and counts.of("failed") == (0, 0, 0) and counts.of("skipped")[0] == 1
+        with store._db.engine.connect() as connection:
+            assert connection.execute(written).all() == before
+        assert [tuple(r) for r in before] == [("id-0", "failed"), ("id-1", "done")]  # not written by counting
+        store.flush()
+        assert store.counts() == counts  # the same once written
     finally:
         svc.stop()
 

@@ -15,6 +15,7 @@ idle. They are started, and have loaded the codecs, before the first instance ar
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import threading
@@ -23,6 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import exchange
+from .exchange import StoredFile
 from .settings import Settings
 from .workers import SupervisedPool
 
@@ -34,32 +37,63 @@ if TYPE_CHECKING:
 class Encoded:
     """What an encoder process answers for one instance."""
 
-    rendition: Rendition
+    rendition: Rendition  # its ``data`` is empty while it waits in ``data_path``
     sop_uid: str
-    seconds: float  # wall time in the encoder process (parse, encode, verify, package)
+    seconds: float  # wall time in the encoder process (read, parse, encode, verify, package)
+    data_path: str | None = None  # the rendition file, written into the exchange folder
+
+    def collected(self) -> Encoded:
+        """With the rendition's bytes in memory (the exchange file is removed)."""
+        if self.data_path is None:
+            return self
+        data = exchange.take(self.data_path)
+        return dataclasses.replace(self, rendition=dataclasses.replace(self.rendition, data=data), data_path=None)
 
 
-def encode_job(original: bytes, nice: int | None = None) -> Encoded:
+def encode_job(original: bytes | StoredFile, nice: int | None = None, out_folder: str | None = None) -> Encoded:
     """Runs in an encoder process: one original in, one verified rendition out (or the
-    codec's ``NotEncodable`` / ``VerificationError``). ``nice``: the process's priority for
+    codec's ``NotEncodable`` / ``VerificationError``; :class:`.exchange.SourceUnavailable` when
+    a stored file is not the attachment's content). ``nice``: the process's priority for
     this job (19 while the ingest is busy; back to ``ProcessNice`` after, where the system
-    allows raising a priority again: as root, or within RLIMIT_NICE)."""
+    allows raising a priority again: as root, or within RLIMIT_NICE). With ``out_folder`` the
+    rendition is written there and only its description goes back through the pipe."""
     started = time.perf_counter()
     from .codec import encode_rendition
 
     if nice is not None:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)
-    rendition = encode_rendition(original)
-    # read by the codec (no REST call in Orthanc's process per instance for it)
-    return Encoded(rendition, rendition.sop_instance_uid, time.perf_counter() - started)
+    data = original.read() if isinstance(original, StoredFile) else original
+    rendition = encode_rendition(data)
+    path = None
+    if out_folder is not None:
+        path = exchange.write(out_folder, rendition.data, ".dcm")
+        rendition = dataclasses.replace(rendition, data=b"")
+    # the SOP Instance UID is read by the codec (no REST call in Orthanc's process for it)
+    return Encoded(rendition, rendition.sop_instance_uid, time.perf_counter() - started, path)
+
+
+# How often an encoder process checks that Orthanc is still its parent.
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 def _start_process(nice: int) -> None:
-    """Initializer of each encoder process: yield the CPU, load the codecs once."""
+    """Initializer of each encoder process: yield the CPU, load the codecs once, and end with
+    Orthanc."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, nice)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="neuronova-orphan-watch",
+                     daemon=True).start()
     from . import codec  # noqa: F401 - imagecodecs, pydicom, numpy: loaded before the first job
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """An encoder whose Orthanc was killed (``kill -9``, a crash) waits for its next job for
+    ever: it holds both ends of its own job pipe, so no end-of-file comes (measured: orphans
+    were left idle after a node's ``kill -9``). Its parent changes when it is orphaned."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _ready() -> int:

@@ -1,8 +1,9 @@
 """The rendition pipeline: new instances in, verified renditions stored beside them.
 
 Orthanc's change thread only calls :meth:`RenditionPipeline.enqueue` (a queue put). Worker
-threads (daemon, ``nice``) fetch the original, hand it to an encoder process
-(:mod:`.encoder_pool`), store the rendition with ``PUT /instances/{id}/attachments/htj2k``
+threads (daemon, ``nice``) hand the original to an encoder process (:mod:`.encoder_pool`; it
+reads the file from Orthanc's storage folder itself, or a copy of the bytes Orthanc's REST API
+gives, see :mod:`.exchange`), store the rendition with ``PUT /instances/{id}/attachments/htj2k``
 and record the result (:mod:`.rendition_store`). A failure never touches the original: the
 instance simply keeps being served from it.
 
@@ -27,6 +28,8 @@ from collections.abc import Callable
 from ..errors import OrthancCallError
 from ..host import Host
 from .encoder_pool import Encoded, encode_job, encoder_pool
+from .exchange import SourceUnavailable, StoredFile
+from .originals import Originals
 from .rendition_store import DONE, FAILED, SKIPPED, RenditionStore
 from .settings import Settings
 
@@ -81,6 +84,8 @@ class RenditionPipeline:
         self.encode_seconds_total = 0.0
         # started at once when encoding is on; otherwise on the backfill's first job
         self._pool = encoder_pool(settings, warm=settings.enabled)
+        # originals and renditions cross to the encoders as files (exchange.py), not through pipes
+        self._originals = Originals(host, settings.storage_directory) if self._pool is not None else None
         self._threads = [
             threading.Thread(target=self._work, name=f"neuronova-htj2k-{n}", daemon=True)
             for n in range(settings.workers)
@@ -184,7 +189,9 @@ class RenditionPipeline:
                                               and self._held_bytes <= self.settings.hold_bytes):
                     self._working += 1
                     return
-                self._admission.wait(timeout=0.05)
+                # woken when the ingest turns quiet (not up to a poll later), else every 50 ms
+                quiet_in = self._last_arrival + self.settings.ingest_quiet - self._now()
+                self._admission.wait(timeout=min(max(quiet_in, 0.002), 0.05))
             self._publish_metrics_now_and_then()  # the queue grows meanwhile: keep the metric current
 
     def _end(self, instance_id: str, status: str) -> None:
@@ -211,7 +218,7 @@ class RenditionPipeline:
             return existing
         clock = time.perf_counter()
         try:
-            original = self._host.rest_get(f"/instances/{instance_id}/file")
+            source = self._source(instance_id)
         except OrthancCallError:
             return SKIPPED  # deleted meanwhile: nothing to do, nothing to record
         clock = self.clock.since("fetch", clock)
@@ -221,8 +228,9 @@ class RenditionPipeline:
             self._in_flight += 1
         try:
             # at most Htj2k.EncodeTimeoutSeconds; a crashed or hung encoder is restarted
-            encoded: Encoded = (self._pool.run(encode_job, original, nice) if self._pool is not None
-                                else encode_job(original))
+            encoded = self._encode(instance_id, source, nice)
+        except OrthancCallError:
+            return SKIPPED  # deleted while the encoder looked for its file
         except NotEncodable as exc:
             self._store.record(instance_id, "", SKIPPED, error=exc.reason, flush=False)
             return SKIPPED
@@ -241,6 +249,28 @@ class RenditionPipeline:
                 self._held_bytes += len(encoded.rendition.data)
                 return _HELD
         return self._store_rendition(instance_id, encoded)
+
+    def _source(self, instance_id: str) -> bytes | StoredFile:
+        """A file for the encoder processes (:mod:`.originals`); the bytes themselves when
+        encoding in this process (tests)."""
+        if self._originals is None:
+            return self._host.rest_get(f"/instances/{instance_id}/file")
+        return self._originals.source(instance_id)
+
+    def _encode(self, instance_id: str, source: bytes | StoredFile, nice: int) -> Encoded:
+        if self._pool is None or self._originals is None or not isinstance(source, StoredFile):
+            return encode_job(source)
+        folder = self._originals.exchange
+        try:
+            try:
+                encoded: Encoded = self._pool.run(encode_job, source, nice, folder)
+            except SourceUnavailable as exc:  # not the file Orthanc's index describes: the bytes, then
+                self._host.log_info(f"NeuroNova HTJ2K: {instance_id}: original read through Orthanc: {exc}")
+                source = self._originals.copy(instance_id)
+                encoded = self._pool.run(encode_job, source, nice, folder)
+            return encoded.collected()
+        finally:
+            self._originals.done(source)
 
     def _store_rendition(self, instance_id: str, encoded: Encoded) -> str:
         clock = time.perf_counter()
@@ -268,6 +298,10 @@ class RenditionPipeline:
         with self._lock:
             return self.encode_seconds_total / self.encoded_count * 1000 if self.encoded_count else 0.0
 
+    def originals_read(self) -> dict[str, int]:
+        """Originals the encoders read from Orthanc's storage folder, and through its REST API."""
+        return dict(self._originals.read) if self._originals is not None else {"storage": 0, "rest": 0}
+
     def restarts(self) -> int:
         return self._pool.restarts if self._pool is not None else 0
 
@@ -292,3 +326,5 @@ class RenditionPipeline:
             self._queue.put(_STOP)
         if self._pool is not None:
             self._pool.shutdown()
+        if self._originals is not None:
+            self._originals.close()

@@ -157,12 +157,24 @@ class RenditionStore:
         return found
 
     def counts(self) -> Counts:
-        self.flush()
+        """Per status, the rows written and the rows recorded but not written yet, without
+        writing them (monitoring polls the stats: a flush per poll would write the batch of
+        results one transaction per poll). One statement: the written rows of the instances
+        with a pending row are left out and the pending rows counted instead, so a batch
+        written meanwhile is counted once, whichever version the statement sees."""
+        with self._pending_lock:
+            pending = list(self._pending.values())
+        query = select(table.c.status, func.count(), func.sum(table.c.original_bytes),
+                       func.sum(table.c.rendition_bytes))
+        if pending:
+            query = query.where(table.c.instance_id.not_in([row["instance_id"] for row in pending]))
         with self._db.engine.connect() as connection:
-            rows = connection.execute(
-                select(table.c.status, func.count(), func.sum(table.c.original_bytes),
-                       func.sum(table.c.rendition_bytes)).group_by(table.c.status)).all()
-        return Counts({row[0]: (int(row[1]), int(row[2] or 0), int(row[3] or 0)) for row in rows})
+            rows = connection.execute(query.group_by(table.c.status)).all()
+        by_status = {str(row[0]): (int(row[1]), int(row[2] or 0), int(row[3] or 0)) for row in rows}
+        for row in pending:
+            count, original, rendition = by_status.get(row["status"], (0, 0, 0))
+            by_status[row["status"]] = (count + 1, original + row["original_bytes"], rendition + row["rendition_bytes"])
+        return Counts(by_status)
 
     # -- serving --------------------------------------------------------------------------
 

@@ -168,6 +168,7 @@ class Htj2kService:
             "held": self.pipeline.held(),  # of the queued: encoded, stored once the ingest pauses
             "trailing_ingest": self.pipeline.ingest_busy(),  # held back: instances are arriving
             "encoder_restarts": self.pipeline.restarts(),
+            "originals_read": self.pipeline.originals_read(),  # by the encoders: storage folder or REST
             "original_pixel_bytes": done[1],
             "rendition_bytes": done[2],
             "compression_ratio": round(done[1] / done[2], 2) if done[2] else None,

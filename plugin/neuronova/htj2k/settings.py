@@ -30,6 +30,9 @@ class Settings:
     cache_bytes: int  # in-memory cache of rendition and original files being served
     backfill_batch: int
     claim_lease_seconds: float = 30.0  # claims.py: how long a dead node's renditions wait for a taker
+    # Orthanc's StorageDirectory, where the encoders read originals themselves (exchange.py);
+    # None: no such folder (compressed storage), originals go through Orthanc's REST API
+    storage_directory: str | None = None
 
 
 def embedded_python() -> str:
@@ -38,7 +41,18 @@ def embedded_python() -> str:
     return f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def parse(raw: Mapping[str, Any]) -> Settings:
+def storage_directory(orthanc_config: Mapping[str, Any]) -> str | None:
+    """Where Orthanc's default storage area keeps the files (Orthanc's own default when the
+    option is absent, relative to its working directory), unless it compresses them. A
+    storage plugin may keep them elsewhere: every file read there is checked against the
+    attachment's MD5 (exchange.py), and /system says whether such a plugin is loaded."""
+    if orthanc_config.get("StorageCompression", False):
+        return None
+    # not checked for existence: Orthanc creates the folder after loading its plugins
+    return os.path.abspath(os.path.expandvars(str(orthanc_config.get("StorageDirectory", "OrthancStorage"))))
+
+
+def parse(raw: Mapping[str, Any], orthanc_config: Mapping[str, Any] | None = None) -> Settings:
     settings = Settings(
         enabled=option(raw, "Enabled", bool, True),
         workers=option(raw, "Workers", int, 0) or 2 * (os.cpu_count() or 1),
@@ -54,6 +68,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         cache_bytes=option(raw, "CacheMegabytes", int, 256) * 1024 * 1024,
         backfill_batch=option(raw, "BackfillBatch", int, 500),
         claim_lease_seconds=option(raw, "ClaimLeaseSeconds", float, 30.0),
+        storage_directory=None if orthanc_config is None else storage_directory(orthanc_config),
     )
     if not 1 <= settings.workers <= 64:
         raise ConfigError("Htj2k.Workers must be between 1 and 64 (0: two per core)")
