@@ -77,12 +77,12 @@ def encode_job(original: bytes | StoredFile, nice: int | None = None, out_folder
 ORPHAN_CHECK_SECONDS = 1.0
 
 
-def _start_process(nice: int) -> None:
+def _start_process(nice: int, orthanc: int) -> None:
     """Initializer of each encoder process: yield the CPU, load the codecs once, and end with
-    Orthanc."""
+    Orthanc (``orthanc``: its PID, given by Orthanc: read here it could already be init's)."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, nice)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="neuronova-orphan-watch",
+    threading.Thread(target=_exit_when_orphaned, args=(orthanc,), name="neuronova-orphan-watch",
                      daemon=True).start()
     from . import codec  # noqa: F401 - imagecodecs, pydicom, numpy: loaded before the first job
 
@@ -110,7 +110,7 @@ def encoder_pool(settings: Settings, *, warm: bool = True) -> SupervisedPool | N
 
     def factory(processes: int = settings.processes) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(processes, mp_context=context, initializer=_start_process,
-                                   initargs=(settings.process_nice,))
+                                   initargs=(settings.process_nice, os.getpid()))
 
     pool = SupervisedPool(factory, settings.encode_timeout, single_factory=lambda: factory(1))
     if warm:
