@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ..caches import Cache
 from ..errors import OrthancCallError
@@ -26,6 +25,7 @@ from ..host import Host
 from ..store import Database
 from ..store.schema import htj2k_claims
 from ..store.schema import htj2k_renditions as table
+from ..store.statements import batches, upsert
 from .encapsulation import FrameSpan
 from .settings import Settings
 
@@ -60,7 +60,7 @@ class RenditionStore:
         self._pending: dict[str, dict[str, Any]] = {}  # rows recorded, not yet written
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer: rows reach the table in the order recorded
-        self._upsert = _upsert(db.engine.dialect.name)
+        self._upsert = upsert(table, "instance_id", db.engine.dialect.name)
 
     # -- results --------------------------------------------------------------------------
 
@@ -150,8 +150,7 @@ class RenditionStore:
         self.flush()
         found: dict[str, Any] = {}
         with self._db.engine.connect() as connection:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+            for chunk in batches(ids):
                 found.update({r.instance_id: r for r in connection.execute(
                     select(table).where(table.c.instance_id.in_(chunk)))})
         return found
@@ -223,26 +222,10 @@ class RenditionStore:
         self.flush()
         found: set[str] = set()
         with self._db.engine.connect() as connection:
-            for start in range(0, len(sop_uids), 500):
-                chunk = sop_uids[start:start + 500]
+            for chunk in batches(sop_uids):
                 found.update(connection.execute(
                     select(table.c.sop_uid).where(table.c.sop_uid.in_(chunk), table.c.status == DONE)).scalars())
         return found
-
-
-def _upsert(dialect: str) -> Any:
-    """One statement that inserts a result row or replaces the instance's previous one."""
-    columns = [c.name for c in table.columns if c.name != "instance_id"]
-    if dialect == "mysql":  # MariaDB and MySQL
-        on_mysql = mysql.insert(table)
-        return on_mysql.on_duplicate_key_update({c: on_mysql.inserted[c] for c in columns})
-    if dialect == "postgresql":
-        on_postgresql = postgresql.insert(table)
-        return on_postgresql.on_conflict_do_update(index_elements=["instance_id"],
-                                                   set_={c: on_postgresql.excluded[c] for c in columns})
-    on_sqlite = sqlite.insert(table)
-    return on_sqlite.on_conflict_do_update(index_elements=["instance_id"],
-                                           set_={c: on_sqlite.excluded[c] for c in columns})
 
 
 def file_version() -> str:
