@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from tests.support.orthanc_server import ROOT, StartedByScript, free_port
+from tests.support.orthanc_server import ROOT, StartedByScript, free_port, stop_process
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,16 @@ class Cluster(StartedByScript):
         return pids
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        stop_process(self.process, timeout=90, kill=self._kill_all)
+
+    def _kill_all(self) -> None:
+        # Its children run in sessions of their own: each is killed by its PID.
+        pids = self.pids() if (self.directory / "pids.json").exists() else {}
+        for pid in [self.process.pid, *pids.values()]:
             try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                # Its children run in sessions of their own: each is killed by its PID.
-                pids = self.pids() if (self.directory / "pids.json").exists() else {}
-                for pid in [self.process.pid, *pids.values()]:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                self.process.wait(timeout=10)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def cluster_directory() -> Path:

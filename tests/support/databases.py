@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from tests.support.cluster import cluster_directory
-from tests.support.orthanc_server import free_port
+from tests.support.orthanc_server import free_port, stop_process
 
 PASSWORD = "store-tests-password"
 
@@ -31,13 +31,7 @@ class DatabaseServer:
     stop_signal: int
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(self.stop_signal)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, sig=self.stop_signal)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

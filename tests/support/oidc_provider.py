@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.orthanc_server import free_port
+from tests.support.orthanc_server import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "e2e" / "js" / "oidc_provider.mjs"
@@ -69,10 +69,4 @@ class OidcProvider:
         self.jwks_uri: str = ready["jwks_uri"]
 
     def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait(timeout=10)
+        stop_process(self._process, timeout=10, kill=lambda: os.killpg(self._process.pid, signal.SIGKILL))

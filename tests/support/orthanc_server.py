@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,20 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def stop_process(process: subprocess.Popen[Any], *, sig: int = signal.SIGTERM, timeout: float = 30.0,
+                 kill: Callable[[], None] | None = None) -> None:
+    """Ask ``process`` to stop with ``sig``; after ``timeout`` seconds, ``kill`` it (SIGKILL
+    by default) and reap it."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        (kill or process.kill)()
+        process.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -48,13 +63,7 @@ class OrthancServer(StartedByScript):
     log_path: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def orthanc_pid(server: OrthancServer) -> int:

@@ -26,6 +26,7 @@ from ai_client import ContractClient, InferenceRequest, InferenceResult, Transie
 from ai_client.reference_service import MODELS, analyse, infer_volume
 from ai_client.reference_service.analysis import dilate, erode, fill_holes, largest_component, otsu_threshold
 from ai_client.testing import StubDicomWeb, mr_head_series, mr_small
+from tests.support.orthanc_server import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -227,13 +228,7 @@ def service_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
         assert "listening on http://127.0.0.1:" in line, line
         yield process, line.rsplit(" ", 1)[1].strip()
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process, timeout=15)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
