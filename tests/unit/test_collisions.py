@@ -209,3 +209,24 @@ def test_an_index_read_made_before_a_deletion_is_not_kept(tmp_path: Path) -> Non
     finally:
         host.release.set()
         writer.close()
+
+
+def test_a_quarantine_during_a_reload_of_the_hidden_set_is_not_lost(world: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    guard, _gate, _host, _db, _writer = world
+    assert guard.check(instance("1.1", "P1"), "REST_API") is None
+    load = guard._load_hidden
+    recorded = threading.Thread(target=guard.check, args=(instance("1.1", "P9"), "DICOM_PROTOCOL"))
+
+    def slow_load() -> frozenset[str]:
+        stale = load()  # read before the quarantine below writes its row
+        recorded.start()
+        recorded.join(timeout=0.5)  # it waits for the reload to end (else: done meanwhile)
+        return stale
+
+    monkeypatch.setattr(guard, "_load_hidden", slow_load)
+    monkeypatch.setattr(guard, "_hidden_read_at", 0.0)  # due for its periodic re-read
+    guard.hidden_studies()
+    recorded.join(timeout=10)
+    monkeypatch.setattr(guard, "_load_hidden", load)
+    assert guard.hidden_studies() == frozenset({"1.1"})

@@ -181,8 +181,14 @@ class CollisionGuard:
         Re-read from the store every few seconds: other nodes sharing it quarantine too."""
         if time.monotonic() - self._hidden_read_at > HIDDEN_REFRESH_SECONDS:
             self._hidden_read_at = time.monotonic()
-            self._hidden = self._load_hidden()
+            self._reload_hidden()
         return self._hidden
+
+    def _reload_hidden(self) -> None:
+        # Under the lock _record adds under: a set read before a quarantine's row was written
+        # must not replace the set that quarantine just added its study to.
+        with self._hidden_lock:
+            self._hidden = self._load_hidden()
 
     # -- resolution (admin API) ----------------------------------------------------------
 
@@ -217,7 +223,7 @@ class CollisionGuard:
                 status=status, resolved_by=by[:255], resolved_at=time.time()))
         with self._stripe(item.study_uid):
             self._owners.drop(item.study_uid)  # released: the intruder's PatientID is now known
-        self._hidden = self._load_hidden()
+        self._reload_hidden()
         resolved = self.get(item.id)
         assert resolved is not None
         return resolved
