@@ -8,6 +8,7 @@ then answers only ``/neuronova/health`` (503 with the reason) and denies everyth
 
 from __future__ import annotations
 
+import ctypes
 import json
 import threading
 import traceback
@@ -230,7 +231,8 @@ def _closed_app(reason: str) -> PluginApp:
 # orthanc-python 7.1 gives REST callbacks no client address; the request filter gets it and
 # runs on the same HTTP thread just before the route, so it leaves the address here, keyed
 # by the OS thread. (Not threading.local: the plugin enters Python with a fresh thread state
-# for each callback, so thread-local values do not survive from the filter to the route.)
+# for each callback, so thread-local values did not survive from the filter to the route;
+# _keep_thread_state below keeps the states of at most _KEPT_STATES_MAX threads, not all.)
 # One entry per HTTP thread at most; dict operations are atomic under the GIL.
 _client_ips: dict[int, str] = {}
 
@@ -258,6 +260,34 @@ def _request(uri: str, request: dict[str, Any]) -> Request:
         body=bytes(request.get("body") or b""),
         ip=_take_ip(),
     )
+
+
+# orthanc-python 7.1 enters Python on Orthanc's threads through PyGILState_Ensure/Release: every
+# callback created a thread state and deleted it on return, and its frame stack (16 KiB) was
+# mmapped and munmapped each time: page faults, and a TLB shoot-down on every core, ~20 µs a
+# callback (perf: munmap and page faults gone with this, docs/runtime-facts.md). One Ensure more
+# on each thread, never released, keeps that thread's state: the plugin's Release then only
+# drops the GIL, and the next callback on the thread reuses the state. Orthanc's threads are
+# pools (HTTP, changes, jobs, DICOM); a thread that ends leaves its state behind, so at most
+# _KEPT_STATES_MAX are kept. Without the C function (another Python) nothing is kept.
+_KEPT_STATES_MAX = 512
+_kept_states: set[int] = set()
+try:
+    _gil_ensure: Callable[[], int] | None = ctypes.pythonapi.PyGILState_Ensure
+except (AttributeError, OSError):  # pragma: no cover - CPython always exports it
+    _gil_ensure = None
+
+
+def _keep_thread_state() -> None:
+    """Called first in every callback (set operations are atomic under the GIL)."""
+    ident = threading.get_ident()
+    if ident in _kept_states or len(_kept_states) >= _KEPT_STATES_MAX or _gil_ensure is None:
+        return
+    _kept_states.add(ident)
+    try:
+        _gil_ensure()  # on a thread that holds the GIL: only counts one more user of its state
+    except Exception:  # noqa: BLE001 - only a speed-up: the callback goes on as before
+        orthanc.LogWarning("NeuroNova: could not keep a Python thread state")
 
 
 # Every callback registered with Orthanc, and the app, stay referenced here until the process
@@ -288,6 +318,7 @@ def install() -> PluginApp:
         app = _closed_app(reason)
 
     def request_filter(uri: str, **kwargs: Any) -> bool:
+        _keep_thread_state()
         try:
             ip = str(kwargs.get("ip", ""))
             _remember_ip(ip)
@@ -300,6 +331,7 @@ def install() -> PluginApp:
 
     def route(handler: Callable[[Request], Response]) -> Callable[..., None]:
         def callback(output: Any, uri: str, **request: Any) -> None:
+            _keep_thread_state()
             try:
                 response = handler(_request(uri, request))
             except Exception as exc:  # noqa: BLE001 - a handler bug is a 500, logged
@@ -310,6 +342,7 @@ def install() -> PluginApp:
         return callback
 
     def on_change(change_type: int, level: int, resource_id: str) -> None:
+        _keep_thread_state()
         # The SDK passes plain ints: give the domain code names instead.
         change = _CHANGE_NAMES.get(change_type, str(change_type))
         try:
@@ -359,6 +392,7 @@ def _register_instance_hooks(app: PluginApp) -> None:
     keep = orthanc.ReceivedInstanceAction.KEEP_AS_IS
 
     def on_received(dicom: bytes, origin: Any = None, *_: Any) -> tuple[Any, None]:
+        _keep_thread_state()
         try:
             app.on_received_instance(bytes(dicom), _ORIGIN_NAMES.get(origin, str(origin)))
         except Exception as exc:  # noqa: BLE001 - the instance is stored whatever happens
@@ -367,6 +401,7 @@ def _register_instance_hooks(app: PluginApp) -> None:
         return keep, None
 
     def on_stored(dicom: Any, instance_id: str) -> None:
+        _keep_thread_state()
         try:
             origin = _ORIGIN_NAMES.get(dicom.GetInstanceOrigin(), "")
             if origin != "DICOM_PROTOCOL":

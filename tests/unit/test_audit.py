@@ -25,6 +25,20 @@ def test_writer_batches_and_flushes_everything_on_close(tmp_path: Path) -> None:
     assert [r["uri"] for r in page] == [f"/x/{n}" for n in range(990, 1000)]
 
 
+def test_flush_writes_at_once_without_waiting_for_the_gathering_window(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path}/a.sqlite")
+    writer = AuditWriter(db, gather_seconds=60.0)  # a window no test could wait out
+    for n in range(3):
+        writer.record(event(n))
+    started = time.monotonic()
+    writer.flush()
+    assert time.monotonic() - started < 10
+    assert [r["uri"] for r in audit.query(db, limit=10)] == ["/x/0", "/x/1", "/x/2"]
+    writer.close()
+    writer.flush()  # the writer has stopped: returns instead of waiting for nobody
+    assert writer.written == 3
+
+
 def test_an_event_row_and_its_json_hold_every_field() -> None:
     e = dataclasses.replace(event(7), node="node-a")
     assert e.as_row() == dataclasses.asdict(e)

@@ -8,13 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
 from neuronova import audit
 from neuronova.audit import AuditWriter
 from neuronova.gate import Gate
 from neuronova.gate.collisions import QUARANTINED, RELEASED, CollisionGuard
 from neuronova.store import Database, open_database
+from tests.support.dicom_factory import to_bytes
 
 from .fakes import FakeHost, FakeStudy
 from .gate_fixtures import ORDERING_MATCH, bearer, gate_settings_for_tests
@@ -87,6 +90,18 @@ def test_two_new_patients_on_one_new_study_collide_before_either_is_indexed(worl
     guard = world[0]
     assert guard.check(instance("7.7", "P5"), "DICOM_PROTOCOL") is None  # Orthanc has not stored it yet
     assert guard.check(instance("7.7", "P6"), "DICOM_PROTOCOL") is not None
+
+
+def test_a_real_dicom_file_is_checked_from_its_bytes(world: Any) -> None:
+    """Plain files are read by header_tags (this host's parse_dicom cannot parse DICOM at all)."""
+    guard = world[0]
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.PatientID = "1.1", "P9"
+    found = guard.check(to_bytes(ds), "REST_API")
+    assert found is not None and (found.sop_uid, found.series_uid) == (ds.SOPInstanceUID, ds.SeriesInstanceUID)
+    assert found.existing_patient_ids == ("P1",)
+    ds.PatientID = "P1"
+    assert guard.check(to_bytes(ds), "REST_API") is None
 
 
 def test_not_dicom_or_no_study_is_left_to_orthanc(world: Any) -> None:
