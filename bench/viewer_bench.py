@@ -3,12 +3,16 @@ series, with HTJ2K frames versus uncompressed frames, and a bare Orthanc for ref
 
     .venv/bin/python -m bench.viewer_bench [--runs 3] [--slices 48] [--networks loopback,100]
         [--variants htj2k,uncompressed,bare] [--link chrome|tcp] [--timeline] [--json]
+        [--viewer KEY=VALUE ...] [--against KEY=VALUE ...] [--trace DIR]
 
 Three variants, measured in the same run on the same study, alternating:
 - ``htj2k``:        NeuroNova, the generated app-config.js (frames asked with transfer-syntax=*)
 - ``uncompressed``: NeuroNova, app-config.js with acceptHeader transfer-syntax=1.2.840.10008.1.2.1
 - ``bare``:         stock Orthanc + DICOMweb 1.7 at /dicom-web/ (no gate, no HTJ2K), the same OHIF
                     files served to the browser from NeuroNova (playwright proxies /ohif/)
+- ``htj2k-b``:      with ``--against KEY=VALUE`` (repeatable): a second NeuroNova server whose
+                    ``NeuroNova.Viewer`` settings differ by these, interleaved with ``htj2k`` (A/B)
+``--viewer KEY=VALUE`` sets ``NeuroNova.Viewer`` settings of the NeuroNova servers (both).
 Each run opens a fresh browser context ("cold": OHIF's files downloaded too) and then opens the
 study again in the same context ("warm": OHIF's immutable files come from the browser cache).
 Times are the page's own clock (performance.now(), from navigation start): the first viewport
@@ -25,6 +29,8 @@ one line of milestones first (see :func:`milestones`).
 ``--json`` keeps the report and prints as its very last line one JSON object:
 ``{"first_image_s": {network: {"cold": s, "warm": s}}, "full_series_s": {...}, "variants": {...}}``
 (the top-level figures are those of the ``htj2k`` variant, NeuroNova's default).
+``--trace DIR`` adds one traced cold and warm ``htj2k`` load per network (not counted) and
+prints where their time went (bench/viewer_trace.py); the Chrome traces stay in DIR.
 """
 
 from __future__ import annotations
@@ -33,22 +39,26 @@ import argparse
 import contextlib
 import json
 import shutil
-import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from bench.common import start_bare, start_gated
 from bench.viewer_link import Link
+from bench.viewer_timeline import median, milestones, timelines
+from bench.viewer_trace import summarize
 from neuronova.viewer.settings import ACCEPT_ANY, ACCEPT_UNCOMPRESSED
-from tests.support.browser import ARTIFACTS, Browser, Page, missing_tools
+from tests.support.browser import ARTIFACTS, Browser, BrowserError, Page, missing_tools
 from tests.support.dicom_factory import to_bytes
+from tests.support.orthanc_server import OrthancServer
 from tests.support.viewer_data import make_mr_series
 
 SECRET = "viewer-bench-secret-0123456789abcdefghijklmnop"
 VARIANTS = ("htj2k", "uncompressed", "bare")
+AGAINST = "htj2k-b"  # the A/B variant: another NeuroNova server, other Viewer settings
 
 FIRST_IMAGE_JS = """() => {
   for (const canvas of document.querySelectorAll('canvas.cornerstone-canvas, .viewport-element canvas')) {
@@ -119,10 +129,6 @@ def measure(page: Page, url: str, slices: int) -> Load:
     )
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -134,8 +140,17 @@ def main() -> None:
                         help="how a Mbit/s network is made: Chrome's emulation or a throttled TCP proxy")
     parser.add_argument("--timeline", action="store_true", help="print what the htj2k loads did before the first image")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the very last line")
+    parser.add_argument("--viewer", action="append", default=[], metavar="KEY=VALUE",
+                        help="a NeuroNova.Viewer setting of the NeuroNova servers (VALUE: JSON or text)")
+    parser.add_argument("--against", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"add variant {AGAINST}: a second NeuroNova server with these Viewer settings")
+    parser.add_argument("--trace", type=Path, metavar="DIR",
+                        help="trace one more cold and warm htj2k load per network into DIR and summarise them")
     args = parser.parse_args()
-    variants = tuple(v for v in VARIANTS if v in {x.strip() for x in args.variants.split(",")})
+    wanted = {x.strip() for x in args.variants.split(",")} | ({AGAINST} if args.against else set())
+    variants = tuple(v for v in (*VARIANTS, AGAINST) if v in wanted)
+    if AGAINST in variants and not args.against:
+        raise SystemExit(f"variant {AGAINST} needs --against KEY=VALUE")
     if not variants:
         raise SystemExit(f"--variants: choose among {', '.join(VARIANTS)}")
     problem = missing_tools()
@@ -146,20 +161,23 @@ def main() -> None:
     files = [to_bytes(ds) for ds in study.instances]
     print(f"study: {args.slices} x 484x484 MR slices, {sum(map(len, files)) / 1e6:.1f} MB")
 
-    gated, folder = start_gated(env={"NEURONOVA_JWT_SECRET": SECRET, "NEURONOVA_ADMIN_PASSWORD": "bench admin"})
+    env = {"NEURONOVA_JWT_SECRET": SECRET, "NEURONOVA_ADMIN_PASSWORD": "bench admin"}
+    viewer = settings_of(args.viewer)
+    gated, folder = start_gated(env=env, overlay={"NeuroNova": {"Viewer": viewer}})
+    other: tuple[OrthancServer, Path] | None = None
+    if AGAINST in variants:
+        other = start_gated(env=env, overlay={"NeuroNova": {"Viewer": {**viewer, **settings_of(args.against)}}})
+        print(f"{AGAINST}: Viewer settings {settings_of(args.against)} (htj2k: {viewer or 'defaults'})")
     bare = start_bare()
     browser: Browser | None = None
     try:
+        neuronovas = [gated] + ([other[0]] if other else [])
         for blob in files:
-            assert requests.post(gated.base + "/instances", data=blob, auth=gated.admin, timeout=60).ok
+            for server in neuronovas:
+                assert requests.post(server.base + "/instances", data=blob, auth=server.admin, timeout=60).ok
             assert requests.post(bare.base + "/instances", data=blob, timeout=60).ok
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = requests.get(f"{gated.base}/neuronova/htj2k/studies/{study.study_uid}", auth=gated.admin,
-                                  timeout=30).json()
-            if status.get("counts", {}).get("done", 0) >= args.slices:
-                break
-            time.sleep(0.25)
+        for server in neuronovas:
+            status = wait_for_renditions(server, study.study_uid, args.slices)
         print(f"HTJ2K renditions: {status.get('counts')}")
         stats = requests.get(gated.base + "/neuronova/htj2k/stats", auth=gated.admin, timeout=30).json()
         print(f"  original pixel bytes {stats.get('original_pixel_bytes')}, rendition bytes "
@@ -177,10 +195,11 @@ def main() -> None:
         browser = Browser()
         print(f"browser: Chromium {browser.version} (headless, Debian), playwright-core")
         results: dict[tuple[str, str, str], list[Load]] = {}
+        traced: list[str] = []
         networks = [n.strip() for n in args.networks.split(",") if n.strip()]
         for network in networks:
             links: list[Link] = []
-            bases = {"gated": gated.base, "bare": bare.base}
+            bases = {"gated": gated.base, "bare": bare.base, **({"other": other[0].base} if other else {})}
             if network != "loopback" and args.link == "tcp":
                 # One link per server, shared by every load of this network (as one line would be).
                 for name, server_base in list(bases.items()):
@@ -195,26 +214,35 @@ def main() -> None:
                         try:
                             if network != "loopback" and args.link == "chrome":
                                 page("throttle", downloadMbit=float(network), latencyMs=2)
-                            base = bases["gated"]
+                            base = bases["other" if variant == AGAINST else "gated"]
                             if variant == "uncompressed":
                                 page("route", pattern="/ohif/app-config.js", body=uncompressed_config)
                             elif variant == "bare":
                                 base = bases["bare"]
                                 page("proxy", prefix=base + "/ohif/", target=gated.base + "/ohif/")
                             for phase in ("cold", "warm"):
-                                load = measure(page, base + path, args.slices)
+                                try:
+                                    load = measure(page, base + path, args.slices)
+                                except BrowserError as exc:
+                                    page.screenshot(f"viewer-bench-failed-{network}-{variant}-{phase}")
+                                    raise SystemExit(f"{network} {variant} {phase}: {exc}\nconsole: "
+                                                     f"{page.console()[-8:]}") from exc
                                 results.setdefault((network, variant, phase), []).append(load)
                             if run == 0:
                                 page.screenshot(f"viewer-bench-{network}-{variant}")
                         finally:
                             page.close()
                     print(f"  {network}: run {run + 1}/{args.runs} done")
+                if args.trace is not None:
+                    traced.extend(trace_loads(browser, network, bases["gated"] + path, args, args.trace))
             finally:
                 for link in links:
                     link.close()
         report(results, networks, variants)
+        for line in traced:
+            print(line)
         if args.timeline:
-            timelines(results, networks)
+            timelines(results, networks, [v for v in ("htj2k", AGAINST) if v in variants])
         if args.json:
             print(json.dumps({**summary(results, networks, variants), "link": args.link}, sort_keys=True))
     finally:
@@ -223,6 +251,57 @@ def main() -> None:
         gated.stop()
         bare.stop()
         shutil.rmtree(folder, ignore_errors=True)  # the gated server's data (the bare one removes its own)
+        if other is not None:
+            other[0].stop()
+            shutil.rmtree(other[1], ignore_errors=True)
+
+
+def trace_loads(browser: Browser, network: str, url: str, args: argparse.Namespace, folder: Path) -> list[str]:
+    """One traced cold and one traced warm load (as the runs' htj2k ones); the report's lines."""
+    folder.mkdir(parents=True, exist_ok=True)
+    page = browser.page(ARTIFACTS / "bench")
+    lines: list[str] = []
+    try:
+        if network != "loopback" and args.link == "chrome":
+            page("throttle", downloadMbit=float(network), latencyMs=2)
+        for phase in ("cold", "warm"):
+            path = folder / f"viewer-{network}-{phase}.trace.json"
+            page("startTracing", path=str(path))
+            try:
+                load = measure(page, url, args.slices)
+            finally:
+                page("stopTracing")
+            marks = milestones(load)
+            lines.append(f"\ntraced htj2k {network} {phase} ({path}): first image at {load.first_ms:.0f} ms")
+            lines.extend(summarize(path, marks))
+    finally:
+        page.close()
+    return lines
+
+
+def settings_of(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as NeuroNova.Viewer settings (a VALUE that parses as JSON is taken so)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"not KEY=VALUE: {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def wait_for_renditions(server: OrthancServer, study_uid: str, slices: int) -> dict[str, Any]:
+    """The study's HTJ2K status once every slice has its rendition (or after 120 s)."""
+    deadline = time.monotonic() + 120
+    while True:
+        status: dict[str, Any] = requests.get(f"{server.base}/neuronova/htj2k/studies/{study_uid}",
+                                              auth=server.admin, timeout=30).json()
+        if status.get("counts", {}).get("done", 0) >= slices or time.monotonic() > deadline:
+            return status
+        time.sleep(0.25)
 
 
 def report(results: dict[tuple[str, str, str], list[Load]], networks: list[str],
@@ -244,7 +323,14 @@ def report(results: dict[tuple[str, str, str], list[Load]], networks: list[str],
                       f"{median([x.full_ms for x in loads]):8.0f} {median([x.frames for x in loads]):6.0f} "
                       f"{median([x.frame_bytes for x in loads]) / 1e6:9.2f}  {syntaxes} / {encodings}")
     print()
-    if set(variants) != set(VARIANTS):
+    if AGAINST in variants:
+        for network in networks:
+            for phase in ("cold", "warm"):
+                a = [x.first_ms for x in results.get((network, "htj2k", phase), [])]
+                b = [x.first_ms for x in results.get((network, AGAINST, phase), [])]
+                print(f"{network} {phase}: {AGAINST}/htj2k first image {median(b) / median(a):.2f}x"
+                      f" (htj2k {' '.join(f'{v:.0f}' for v in a)}; {AGAINST} {' '.join(f'{v:.0f}' for v in b)} ms)")
+    if not set(VARIANTS) <= set(variants):
         return
     for network in networks:
         for phase in ("cold", "warm"):
@@ -275,97 +361,6 @@ def summary(results: dict[tuple[str, str, str], list[Load]], networks: list[str]
     } for variant in variants}
     main_variant = "htj2k" if "htj2k" in variants else variants[0]
     return {"variant": main_variant, **by_variant[main_variant], "variants": by_variant}
-
-
-def kind(url: str) -> str:
-    """What a request of the viewer is, for the timeline."""
-    path = url.split("://", 1)[-1].split("/", 1)[-1]
-    path = path.partition("?")[0]
-    if path.endswith("ohif/app-config.js"):
-        return "app-config.js"
-    if path.startswith("ohif/"):
-        return "OHIF files"
-    if "/frames/" in path:
-        return "frames"
-    if path.endswith("/metadata"):
-        return "metadata"
-    if path.endswith(("/thumbnail", "/rendered")):
-        return "thumbnails"
-    if path.endswith("/series") or path.endswith("dicom-web/studies"):
-        return "QIDO"
-    return "other"
-
-
-def milestones(load: Load) -> dict[str, float]:
-    """Where one load's time went, in ms since navigation start: ``bundle`` (app.bundle's last
-    byte), ``dcl`` (DOMContentLoaded: the bundle ran), ``chunks`` (the last OHIF file that began
-    before the first DICOMweb request: OHIF's start-up waves done), ``qido`` (first study query),
-    ``metadata`` (series metadata's last byte), ``frame`` (first frame request and ``frame_end``
-    its last byte), ``image`` (first image). Missing milestones are left out."""
-    resources = sorted(load.timeline.get("resources", []), key=lambda e: e["start"])
-    found: dict[str, float] = {}
-
-    def first(what: str, pick: str = "start") -> None:
-        entries = [e for e in resources if kind(e["url"]) == what and e["start"] <= load.first_ms]
-        if entries:
-            found[what if pick == "start" else f"{what}_end"] = float(entries[0][pick])
-
-    bundle = [e for e in resources if "/app.bundle." in e["url"] and e["url"].endswith(".js")]
-    if bundle:
-        found["bundle"] = float(bundle[0]["end"])
-    found["dcl"] = float(load.timeline.get("nav", {}).get("dcl", 0))
-    first("QIDO")
-    if "QIDO" in found:
-        ohif = [e["end"] for e in resources if kind(e["url"]) == "OHIF files" and e["start"] < found["QIDO"]]
-        if ohif:
-            found["chunks"] = float(max(ohif))
-    first("metadata", "end")
-    first("frames")
-    first("frames", "end")
-    found["image"] = load.first_ms
-    names = {"QIDO": "qido", "metadata_end": "metadata", "frames": "frame", "frames_end": "frame_end"}
-    order = ("bundle", "dcl", "chunks", "qido", "metadata", "frame", "frame_end", "image")
-    renamed = {names.get(k, k): v for k, v in found.items()}
-    return {k: renamed[k] for k in order if k in renamed}
-
-
-def timelines(results: dict[tuple[str, str, str], list[Load]], networks: list[str]) -> None:
-    """What each htj2k load did before its first image (the first run of each network and phase)."""
-    for network in networks:
-        for phase in ("cold", "warm"):
-            loads = results.get((network, "htj2k", phase), [])
-            if not loads or not loads[0].timeline:
-                continue
-            load = loads[0]
-            nav = load.timeline.get("nav", {})
-            print()
-            print(f"timeline htj2k {network} {phase}: first image at {load.first_ms:.0f} ms; index.html ttfb "
-                  f"{nav.get('ttfb', 0):.0f} end {nav.get('end', 0):.0f}, DOMContentLoaded {nav.get('dcl', 0):.0f}")
-            for label, loads_of_phase in (("first run", loads[:1]), ("every run", loads)):
-                marks = [milestones(x) for x in loads_of_phase]
-                keys = [k for k in marks[0] if all(k in m for m in marks)]
-                print(f"  milestones, {label} (median ms): " + ", ".join(
-                    f"{k} {median([m[k] for m in marks]):.0f}" for k in keys))
-            before = [r for r in load.timeline.get("resources", []) if r["start"] <= load.first_ms]
-            groups: dict[str, list[dict[str, Any]]] = {}
-            for entry in before:
-                groups.setdefault(kind(entry["url"]), []).append(entry)
-            print(f"  {'what':>14} {'n':>4} {'cached':>6} {'first start':>11} {'last end':>8} {'sum(ms)':>8} "
-                  f"{'sent KB':>8} {'body KB':>8}")
-            for name in ("OHIF files", "app-config.js", "QIDO", "metadata", "thumbnails", "frames", "other"):
-                entries = groups.get(name, [])
-                if not entries:
-                    continue
-                print(f"  {name:>14} {len(entries):4d} {sum(1 for e in entries if e['transfer'] == 0):6d} "
-                      f"{min(e['start'] for e in entries):11.0f} {max(e['end'] for e in entries):8.0f} "
-                      f"{sum(e['end'] - e['start'] for e in entries):8.0f} "
-                      f"{sum(e['transfer'] for e in entries) / 1e3:8.0f} "
-                      f"{sum(e['decoded'] for e in entries) / 1e3:8.0f}")
-            print("  requests that began before the first image (start, ttfb, end ms; sent/body KB):")
-            for entry in sorted(before, key=lambda e: e["start"])[:150]:
-                name = entry["url"].split("://", 1)[-1].split("/", 1)[-1].split("?")[0][-70:]
-                print(f"    {entry['start']:6.0f} {entry['ttfb']:6.0f} {entry['end']:6.0f}  "
-                      f"{entry['transfer'] / 1e3:7.1f}/{entry['decoded'] / 1e3:7.1f}  {name}")
 
 
 if __name__ == "__main__":

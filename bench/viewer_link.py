@@ -58,6 +58,11 @@ class Link:
         self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
         ready.set()
         self._loop.run_forever()
+        # close() cancelled the connections' tasks: let them finish before the loop closes
+        # (a task destroyed while pending makes asyncio print a warning per connection).
+        pending = asyncio.all_tasks(self._loop)
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, throttled: bool) -> None:
         try:

@@ -310,6 +310,17 @@ const methods = {
   async version() {
     return browser.version();
   },
+  // A Chrome trace of the page (for benchmarks' "where does the time go"), written to path.
+  async startTracing({ context, path, categories = null }) {
+    await browser.startTracing(get(context).page, { path, screenshots: false,
+      categories: categories || ['devtools.timeline', 'v8', 'v8.execute', 'disabled-by-default-devtools.timeline',
+                                 'blink.user_timing', 'loading'] });
+    return true;
+  },
+  async stopTracing() {
+    await browser.stopTracing();
+    return true;
+  },
 };
 
 async function shutdown() {
