@@ -246,3 +246,18 @@ def test_the_encoder_processes_give_what_the_codec_gives(files: dict[str, bytes]
         assert pool.run(os.getpriority, os.PRIO_PROCESS, 0) == 19  # the job's priority stayed with the process
     finally:
         pool.shutdown()
+
+
+def test_a_job_trailing_the_ingest_runs_under_sched_idle_and_the_next_one_does_not(files: dict[str, bytes]) -> None:
+    """While the ingest is busy an encoder runs only on CPU nothing else wants (SCHED_IDLE);
+    the next job, after the ingest, is back under the normal policy."""
+    settings = htj2k_settings.parse({"Processes": 1, "PythonExecutable": sys.executable, "ProcessNice": 5})
+    pool = encoder_pool(settings)
+    assert pool is not None
+    try:
+        pool.run(encode_job, files["id-0"], 19, None, True)
+        assert pool.run(os.sched_getscheduler, 0) == os.SCHED_IDLE
+        pool.run(encode_job, files["id-0"], 19, None, False)
+        assert pool.run(os.sched_getscheduler, 0) == os.SCHED_OTHER
+    finally:
+        pool.shutdown()

@@ -50,19 +50,20 @@ class Encoded:
         return dataclasses.replace(self, rendition=dataclasses.replace(self.rendition, data=data), data_path=None)
 
 
-def encode_job(original: bytes | StoredFile, nice: int | None = None, out_folder: str | None = None) -> Encoded:
+def encode_job(original: bytes | StoredFile, nice: int | None = None, out_folder: str | None = None,
+               idle: bool = False) -> Encoded:
     """Runs in an encoder process: one original in, one verified rendition out (or the
     codec's ``NotEncodable`` / ``VerificationError``; :class:`.exchange.SourceUnavailable` when
     a stored file is not the attachment's content). ``nice``: the process's priority for
-    this job (19 while the ingest is busy; back to ``ProcessNice`` after, where the system
-    allows raising a priority again: as root, or within RLIMIT_NICE). With ``out_folder`` the
-    rendition is written there and only its description goes back through the pipe."""
+    this job (``ProcessNice``; 19 while the ingest is busy, where the system cannot raise it
+    again: raising needs root, or RLIMIT_NICE); ``idle``: the job runs only on CPU nothing
+    else wants (:func:`set_priority`). With ``out_folder`` the rendition is written there and
+    only its description goes back through the pipe."""
     started = time.perf_counter()
     from .codec import encode_rendition
 
     if nice is not None:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        set_priority(nice, idle)
     data = original.read() if isinstance(original, StoredFile) else original
     rendition = encode_rendition(data)
     path = None
@@ -71,6 +72,21 @@ def encode_job(original: bytes | StoredFile, nice: int | None = None, out_folder
         rendition = dataclasses.replace(rendition, data=b"")
     # the SOP Instance UID is read by the codec (no REST call in Orthanc's process for it)
     return Encoded(rendition, rendition.sop_instance_uid, time.perf_counter() - started, path)
+
+
+def set_priority(nice: int, idle: bool) -> None:
+    """Linux's SCHED_IDLE while ``idle`` (the ingest is busy), else the normal policy at
+    ``nice``. Why not nice 19 alone: a nice-19 task still gets about 1.5 % of a contended core
+    per task and preempts at wake-up like any other; a SCHED_IDLE one runs only when its core
+    has nothing else to run, so renditions trailing an ingest take what the ingest leaves.
+    Leaving SCHED_IDLE for SCHED_OTHER is allowed unprivileged (the nice value stays within
+    RLIMIT_NICE). Both calls act on the calling thread, which is the one running the job."""
+    policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not Linux
+        if os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 # How often an encoder process checks that Orthanc is still its parent.

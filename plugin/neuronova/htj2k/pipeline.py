@@ -228,7 +228,7 @@ class RenditionPipeline:
             self._in_flight += 1
         try:
             # at most Htj2k.EncodeTimeoutSeconds; a crashed or hung encoder is restarted
-            encoded = self._encode(instance_id, source, nice)
+            encoded = self._encode(instance_id, source, nice, idle=busy)
         except OrthancCallError:
             return SKIPPED  # deleted while the encoder looked for its file
         except NotEncodable as exc:
@@ -257,17 +257,17 @@ class RenditionPipeline:
             return self._host.rest_get(f"/instances/{instance_id}/file")
         return self._originals.source(instance_id)
 
-    def _encode(self, instance_id: str, source: bytes | StoredFile, nice: int) -> Encoded:
+    def _encode(self, instance_id: str, source: bytes | StoredFile, nice: int, *, idle: bool = False) -> Encoded:
         if self._pool is None or self._originals is None or not isinstance(source, StoredFile):
             return encode_job(source)
         folder = self._originals.exchange
         try:
             try:
-                encoded: Encoded = self._pool.run(encode_job, source, nice, folder)
+                encoded: Encoded = self._pool.run(encode_job, source, nice, folder, idle)
             except SourceUnavailable as exc:  # not the file Orthanc's index describes: the bytes, then
                 self._host.log_info(f"NeuroNova HTJ2K: {instance_id}: original read through Orthanc: {exc}")
                 source = self._originals.copy(instance_id)
-                encoded = self._pool.run(encode_job, source, nice, folder)
+                encoded = self._pool.run(encode_job, source, nice, folder, idle)
             return encoded.collected()
         finally:
             self._originals.done(source)
