@@ -11,6 +11,11 @@ tags in strictly ascending order with no duplicate, every element inside the fil
 ending exactly at its end, and the wanted values present as short printable ASCII without
 backslashes or tildes (the same characters in every DICOM character set). Anything else
 returns None, and the caller asks Orthanc's parser, which then also decides what is DICOM.
+
+Why not pydicom: ``dcmread(..., stop_before_pixels=True, specific_tags=...)`` of the same CT
+slice took 0.35 ms in a loop (measured, issue 12), which inside Orthanc's process is about
+1 ms: slower than the Orthanc call it would replace. This reader only reads; every doubt goes
+to the parser Orthanc itself indexes with.
 """
 
 from __future__ import annotations
