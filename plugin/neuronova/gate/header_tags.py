@@ -23,8 +23,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-IMPLICIT_LITTLE = "1.2.840.10008.1.2"
-EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+from ..htj2k.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+
 # Encapsulated transfer syntaxes (JPEG family, RLE): their data sets are Explicit VR Little
 # Endian. Deflated (…1.2.1.99) and big-endian (…1.2.2) ones are not read here.
 _ENCAPSULATED_PREFIXES = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5")
@@ -57,13 +57,7 @@ def _transfer_syntax(data: bytes) -> tuple[str, int]:
         raise _Unsure
     pos, syntax, end = 132, "", -1
     while pos + 8 <= len(data) and data[pos : pos + 2] == b"\x02\x00":
-        tag, vr = _tag(data, pos), data[pos + 4 : pos + 6]
-        if vr not in _VRS:
-            raise _Unsure
-        if vr in _LONG_VRS:
-            start, length = pos + 12, _U32.unpack_from(data, pos + 8)[0]
-        else:
-            start, length = pos + 8, _U16.unpack_from(data, pos + 6)[0]
+        tag, _, start, length = _header(data, pos, False)
         if length == _UNDEFINED or start + length > len(data):
             raise _Unsure
         if tag == 0x00020000 and length == 4:  # the group's length: where DCMTK ends the file meta
@@ -141,12 +135,14 @@ def read_tags(data: bytes, wanted: Iterable[str]) -> dict[str, str] | None:
     found: dict[str, str] = {}
     try:
         syntax, pos = _transfer_syntax(data)
-        if syntax not in (IMPLICIT_LITTLE, EXPLICIT_LITTLE) and not syntax.startswith(_ENCAPSULATED_PREFIXES):
+        if syntax not in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN) \
+                and not syntax.startswith(_ENCAPSULATED_PREFIXES):
             return None
-        implicit = syntax == IMPLICIT_LITTLE
+        implicit = syntax == IMPLICIT_VR_LITTLE_ENDIAN
         size, previous, unpack = len(data), -1, _ELEMENT.unpack_from  # locals: this loop runs per element
         while pos < size:
-            # One unpack per element (tag, VR, short length): the walk is ~75 elements a CT slice.
+            # _header inlined, one unpack per element (tag, VR, short length): ~75 elements a CT
+            # slice, and each call costs several times more inside Orthanc than in a loop.
             group, element, vr, length = unpack(data, pos)
             tag = group << 16 | element
             if implicit:
