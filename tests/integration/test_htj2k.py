@@ -280,7 +280,10 @@ def test_backfill_processes_instances_stored_while_htj2k_was_off(tmp_path: Path)
         server.stop()
     server = start_orthanc(tmp_path, env=env, overlay={"NeuroNova": {"Htj2k": {"Enabled": True}}},
                            http_port=server.http_port)
+    metadata_path = f"{server.base}/dicom-web/studies/{study.study_uid}/metadata"
     try:
+        before = requests.get(metadata_path, auth=server.admin, timeout=30).json()
+        assert len(before) == 4 and not any("00083002" in item for item in before)  # and now cached
         started = requests.post(server.base + "/neuronova/htj2k/backfill", auth=server.admin, timeout=10)
         assert started.status_code == 202
         deadline = time.monotonic() + 60
@@ -293,6 +296,9 @@ def test_backfill_processes_instances_stored_while_htj2k_was_off(tmp_path: Path)
         assert progress["failures"] == 0 and progress["rate_per_second"] > 0
         stats = requests.get(server.base + "/neuronova/htj2k/stats", auth=server.admin, timeout=10).json()
         assert stats["with_rendition"] == 4
+        # the renditions are part of the cached metadata's version: advertised at once
+        after = requests.get(metadata_path, auth=server.admin, timeout=30).json()
+        assert all(item["00083002"]["Value"] == [HTJ2K] for item in after)
         # a second run finds nothing left to do
         requests.post(server.base + "/neuronova/htj2k/backfill", auth=server.admin, timeout=10)
         time.sleep(1)

@@ -27,6 +27,7 @@ from ..gate.policy import Visibility
 from ..host import Host
 from ..http import Request, Response, error_response
 from . import admin, search, stow
+from .metadata import Annotate, Rendered, StudyMetadata
 from .paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
 from .rules import (
     PNG,
@@ -93,26 +94,29 @@ def _multipart_type(body: bytes, part_type: str) -> str:
 
 class DicomWebFront:
     def __init__(self, host: Host, gate: Gate, *, retrieve: RetrieveHandler | None = None,
-                 annotate_metadata: Callable[[bytes], bytes] | None = None,
+                 annotate_metadata: Annotate | None = None, rendered: Rendered | None = None,
                  metadata_cache_bytes: int = 256 * 1024 * 1024) -> None:
         self._host = host
         self._gate = gate
         # Retrieval of instances, series, studies and frames (the HTJ2K package): the DICOMweb
         # plugin's multi-part answers cannot cross an internal call (docs/runtime-facts.md).
         self.retrieve = retrieve
-        # Rewrites study metadata before it is cached (the HTJ2K package advertises renditions).
-        self.annotate_metadata = annotate_metadata
-        self.metadata_cache: Cache[tuple[str, str], bytes] = Cache(max_bytes=metadata_cache_bytes)
+        # Metadata answers, cached per study version; the HTJ2K package advertises renditions.
+        self.metadata = StudyMetadata(host, max_bytes=metadata_cache_bytes, annotate=annotate_metadata,
+                                      rendered=rendered)
         self.search_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024, max_entries=4096)
         # Whole non-admin answers, keyed by the caller's permitted set (the gate's cached object).
         self.answer_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024, max_entries=4096)
-        self.generation = 0  # counts this node's new and deleted resources (note_change)
+        self.generation = 0  # counts this node's new and deleted instances (note_change): searches
         # Studies no non-admin search may return (gate/collisions.py sets it: quarantine).
         self.hidden_studies: Callable[[], frozenset[str]] = frozenset
 
-    def note_change(self) -> None:
-        """A resource was stored, changed or deleted on this node: cached answers are stale."""
+    def note_change(self, *, deleted: bool = False) -> None:
+        """An instance was stored, or a resource deleted, on this node: cached search answers
+        are stale (metadata answers check their study's version, metadata.py)."""
         self.generation += 1
+        if deleted:
+            self.metadata.note_deletion()
 
     def handle(self, request: Request) -> Response:
         rest = request.path[len(PUBLIC_ROOT):]
@@ -277,22 +281,12 @@ class DicomWebFront:
         return Response(200, body, PNG)
 
     def _metadata(self, request: Request, path: DicomWebPath) -> Response:
-        # Generating metadata is the DICOMweb plugin's heaviest read: answers are cached per
-        # study version.
         study_id = self._host.lookup_study(path.study)
         if study_id is None:
             raise HttpError(404, "no such study")
-        # LastUpdate has a one-second resolution; the generation counts this node's changes.
-        last_update = self._host.rest_get_json(f"/studies/{study_id}").get("LastUpdate", "")
-        version = f"{last_update}|{self.generation}"
         rest = path.resource + path.tail
         key = (rest, public_base(request))  # the URLs inside name the caller's scheme and host
-        body = self.metadata_cache.get(key, version)
-        if body is None:
-            body = self._public_urls(request, self._internal_get(rest, {}))
-            if self.annotate_metadata is not None:
-                body = self.annotate_metadata(body)
-            self.metadata_cache.put(key, body, version=version)
+        body = self.metadata.answer(study_id, key, lambda: self._public_urls(request, self._internal_get(rest, {})))
         return Response(200, body, DICOM_JSON)
 
     def _forward_admin(self, request: Request, rest: str) -> Response:

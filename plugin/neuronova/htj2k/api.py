@@ -25,8 +25,9 @@ class Htj2kApi:
 
     def stats(self, request: Request) -> Response:
         require_admin(self.gate, request)
-        self.service.publish_store_metrics()
-        return json_response(self.service.stats())
+        stats = self.service.stats()  # once: monitoring polls this (the count reads every row's status)
+        self.service.publish_store_metrics(stats)
+        return json_response(stats)
 
     def backfill_status(self, request: Request) -> Response:
         require_admin(self.gate, request)

@@ -37,7 +37,12 @@ class SourceUnavailable(Exception):
 class StoredFile:
     """An original the encoder reads itself. ``md5`` (Orthanc's UncompressedMD5) for a file
     of Orthanc's storage folder, proving it is the attachment's content; None for a copy the
-    pipeline wrote from the bytes Orthanc gave it."""
+    pipeline wrote from the bytes Orthanc gave it.
+
+    Why the MD5 (0.75 ms of a 0.5 MB slice) and not the file's own UIDs (~0.04 ms with the
+    gate's header_tags): Orthanc checks the MD5 whenever it reads a file from disk and refuses
+    a corrupted one (docs/runtime-facts.md). A rendition of a file that has the instance's UIDs
+    but other pixels would show what Orthanc itself will not serve."""
 
     path: str
     size: int

@@ -59,6 +59,9 @@ class Htj2kService:
     def with_rendition(self, sop_uids: list[str]) -> set[str]:
         return self.store.with_rendition(sop_uids)
 
+    def rendered(self, instance_ids: list[str]) -> frozenset[str]:
+        return self.store.rendered(instance_ids)
+
     def stop(self) -> None:
         self._stopping.set()
         self.pipeline.stop()
@@ -179,8 +182,8 @@ class Htj2kService:
             "backfill": self.backfill.as_json(),
         }
 
-    def publish_store_metrics(self) -> None:
-        stats = self.stats()
+    def publish_store_metrics(self, stats: dict[str, Any]) -> None:
+        """Orthanc's metrics of the rendition store, from ``stats`` (just computed)."""
         for key in ("with_rendition", "without_rendition", "failed", "skipped", "original_pixel_bytes",
                     "rendition_bytes"):
             self._host.set_metric(f"neuronova_htj2k_{key}", float(stats[key]))
