@@ -115,10 +115,11 @@ def test_renditions_wait_while_the_ingest_is_busy_and_catch_up_after(running: An
     originals = dict(host.files)
     for instance_id in host.files:
         svc.enqueue(instance_id)  # the clock stands still: the ingest is busy
-    wait_until(lambda: host.metrics.get("neuronova_htj2k_queue") == 4)  # published while the workers wait
+    # published while the workers wait (one metric after the other: wait for the last of them)
+    expected = {"neuronova_htj2k_queue": 4, "neuronova_htj2k_in_flight": 0, "neuronova_htj2k_trailing_ingest": 1}
+    wait_until(lambda: all(host.metrics.get(name) == value for name, value in expected.items()))
     stats = svc.stats()
     assert not host.attachments and stats["queued"] == 4 and stats["trailing_ingest"] is True
-    assert host.metrics["neuronova_htj2k_trailing_ingest"] == 1 and host.metrics["neuronova_htj2k_in_flight"] == 0
     clock.now += 1  # the ingest pauses
     wait_until(lambda: svc.stats()["with_rendition"] == 4)
     stats = svc.stats()

@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -104,9 +103,10 @@ def _start_process(nice: int, orthanc: int) -> None:
 
 
 def _exit_when_orphaned(parent: int) -> None:
-    """An encoder whose Orthanc was killed (``kill -9``, a crash) waits for its next job for
-    ever: it holds both ends of its own job pipe, so no end-of-file comes (measured: orphans
-    were left idle after a node's ``kill -9``). Its parent changes when it is orphaned."""
+    """An encoder whose Orthanc was killed (``kill -9``, a crash) must not wait for its next
+    job for ever. The end of its job pipe tells it (workers.py), as long as no other process
+    holds Orthanc's end; this is the second line (orphans were once left idle after a node's
+    ``kill -9``, with ProcessPoolExecutor): its parent changes when it is orphaned."""
     while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_SECONDS)
     os._exit(0)
@@ -123,12 +123,8 @@ def encoder_pool(settings: Settings, *, warm: bool = True) -> SupervisedPool | N
         return None
     context = multiprocessing.get_context("spawn")
     context.set_executable(settings.python)
-
-    def factory(processes: int = settings.processes) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(processes, mp_context=context, initializer=_start_process,
-                                   initargs=(settings.process_nice, os.getpid()))
-
-    pool = SupervisedPool(factory, settings.encode_timeout, single_factory=lambda: factory(1))
+    pool = SupervisedPool(settings.processes, settings.encode_timeout, context, _start_process,
+                          (settings.process_nice, os.getpid()))
     if warm:
         threading.Thread(target=_warm, args=(pool, settings.processes), name="neuronova-htj2k-warm",
                          daemon=True).start()
@@ -136,7 +132,7 @@ def encoder_pool(settings: Settings, *, warm: bool = True) -> SupervisedPool | N
 
 
 def _warm(pool: SupervisedPool, processes: int) -> None:
-    """Start every encoder process now (a pool spawns its processes as jobs arrive)."""
+    """Start every encoder process now (a pool starts a slot's process on its first job)."""
     threads = [threading.Thread(target=_ping, args=(pool,), daemon=True) for _ in range(processes)]
     for thread in threads:
         thread.start()
