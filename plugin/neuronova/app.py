@@ -87,7 +87,8 @@ class App:
                                   node=self.settings.node_name)
         Htj2kApi(self.gate, self.htj2k).register(self.router)
         self.dicomweb = DicomWebFront(host, self.gate, retrieve=Htj2kRetriever(host, self.htj2k.store),
-                                      annotate_metadata=self._advertise_htj2k, rendered=self.htj2k.rendered)
+                                      annotate_metadata=self._advertise_htj2k)
+        self.htj2k.when_rendered(self.dicomweb.metadata.new_rendition)
         # -- Patients never mix: collisions detected on arrival, quarantined, hidden (issue 9.4)
         self.collisions = CollisionGuard(host, self.db, self.gate)
         QuarantineApi(self.gate, self.collisions).register(self.router)
@@ -189,6 +190,8 @@ class App:
         # Runs on Orthanc's single change thread: only cheap bookkeeping here.
         if change in ("NEW_INSTANCE", "DELETED"):  # a rendition (UPDATED_ATTACHMENT) changes no search
             self.dicomweb.note_change(deleted=change == "DELETED")
+        if change == "NEW_CHILD_INSTANCE" and level == "STUDY":
+            self.dicomweb.metadata.new_instance(resource_id)
         if change == "NEW_INSTANCE":
             self.htj2k.enqueue(resource_id)
         elif change == "DELETED" and level == "INSTANCE":

@@ -90,7 +90,7 @@ class FakeHost(RecordingHost):
 
     def rest_get_json(self, uri: str, after_plugins: bool = False) -> Any:
         self._check()
-        parts = uri.split("?", 1)[0].strip("/").split("/")  # queries (?expand=false) change nothing here
+        parts = uri.strip("/").split("/")
         kind = {"studies": "study", "series": "series", "instances": "instance"}[parts[0]]
         uid = parts[1].split("-", 1)[1]
         study = self._study_of(kind, uid)

@@ -1,6 +1,7 @@
 """Metadata answers stay cached while their study stays as it was (dicomweb/metadata.py), and
-are built again after any change the answer depends on: LastUpdate, the study's instances,
-its renditions, a deletion on this node. Changes to other studies leave them cached."""
+are built again after any change the answer depends on: its LastUpdate, a new instance or a
+rendition of it on this node, a deletion on this node. Changes to other studies leave them
+cached."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class Host(FakeHost):
         super().__init__([FakeStudy("1.1", "P1", {}, {"1.1.1": ["1.1.1.1", "1.1.1.2"]}),
                           FakeStudy("2.2", "P2", {}, {"2.2.1": ["2.2.1.1"]})])
         self.built: list[str] = []
-        self.last_update = "20261202T060000"
+        self.last_update: dict[str, str] = {}  # per study UID; default below
 
     def rest_get(self, uri: str, after_plugins: bool = False) -> bytes:
         if uri.startswith("/dicom-web-internal/"):
@@ -26,16 +27,14 @@ class Host(FakeHost):
         return super().rest_get(uri, after_plugins)
 
     def rest_get_json(self, uri: str, after_plugins: bool = False) -> Any:
-        if uri.startswith("/studies/") and uri.count("/") == 2:
-            return {"LastUpdate": self.last_update}
+        if uri.startswith("/studies/study-") and uri.count("/") == 2:
+            return {"LastUpdate": self.last_update.get(uri.split("study-")[1], "20261202T060000")}
         return super().rest_get_json(uri, after_plugins)
 
 
-def setup(rendered: set[str]) -> tuple[Host, DicomWebFront]:
+def setup() -> tuple[Host, DicomWebFront]:
     host = Host()
-    front = DicomWebFront(host, cast(Gate, None), annotate_metadata=lambda body: body + b" ",
-                          rendered=lambda ids: frozenset(i for i in ids if i in rendered))
-    return host, front
+    return host, DicomWebFront(host, cast(Gate, None), annotate_metadata=lambda body: body + b" ")
 
 
 def metadata(front: DicomWebFront, study: str = "1.1") -> bytes:
@@ -45,11 +44,13 @@ def metadata(front: DicomWebFront, study: str = "1.1") -> bytes:
 
 
 def test_an_answer_is_kept_across_changes_to_other_studies() -> None:
-    host, front = setup(set())
+    host, front = setup()
     first = metadata(front)
     assert first.endswith(b" ")  # annotated once, before it was cached
     for _ in range(3):
-        front.note_change()  # instances stored in other studies, searches made stale
+        front.note_change()  # an instance stored in another study: searches are stale
+        front.metadata.new_instance("study-2.2")
+        front.metadata.new_rendition("2.2")
         assert metadata(front) == first
     assert host.built == ["/dicom-web-internal/studies/1.1/metadata"]
     assert host.metrics["neuronova_dicomweb_metadata_cache_hits_total"] == 3
@@ -57,14 +58,13 @@ def test_an_answer_is_kept_across_changes_to_other_studies() -> None:
 
 
 def test_a_change_of_the_study_builds_it_again() -> None:
-    rendered: set[str] = set()
-    host, front = setup(rendered)
+    host, front = setup()
     metadata(front)
     metadata(front, "2.2")
     changes = [
-        lambda: host.studies["1.1"].series["1.1.1"].append("1.1.1.3"),  # a new instance, same second
-        lambda: host.studies["1.1"].series["1.1.1"].remove("1.1.1.1"),  # deleted on another node
-        lambda: rendered.add("instance-1.1.1.2"),  # a rendition stored
+        lambda: front.metadata.new_instance("study-1.1"),  # within the second of LastUpdate
+        lambda: front.metadata.new_rendition("1.1"),
+        lambda: setattr(host, "last_update", {"1.1": "20261202T060001"}),  # e.g. another node's change
     ]
     for number, change in enumerate(changes, 2):
         change()
@@ -78,6 +78,3 @@ def test_a_change_of_the_study_builds_it_again() -> None:
     metadata(front, "2.2")
     assert host.built.count("/dicom-web-internal/studies/1.1/metadata") == 5
     assert host.built.count("/dicom-web-internal/studies/2.2/metadata") == 2
-    host.last_update = "20261202T060001"
-    metadata(front)
-    assert host.built.count("/dicom-web-internal/studies/1.1/metadata") == 6

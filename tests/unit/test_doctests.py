@@ -6,10 +6,10 @@ from types import ModuleType
 import pytest
 
 from neuronova import caches, dicom_json
-from neuronova.dicomweb import admin, paths, rules, urls
+from neuronova.dicomweb import admin, metadata, paths, rules, urls
 
 
-@pytest.mark.parametrize("module", [caches, dicom_json, admin, paths, rules, urls],
+@pytest.mark.parametrize("module", [caches, dicom_json, admin, metadata, paths, rules, urls],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)

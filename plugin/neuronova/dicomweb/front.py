@@ -27,7 +27,7 @@ from ..gate.policy import Visibility
 from ..host import Host
 from ..http import Request, Response, error_response
 from . import admin, search, stow
-from .metadata import Annotate, Rendered, StudyMetadata
+from .metadata import Annotate, StudyMetadata
 from .paths import INTERNAL_ROOT, PUBLIC_ROOT, DicomWebPath, parse
 from .rules import (
     PNG,
@@ -94,7 +94,7 @@ def _multipart_type(body: bytes, part_type: str) -> str:
 
 class DicomWebFront:
     def __init__(self, host: Host, gate: Gate, *, retrieve: RetrieveHandler | None = None,
-                 annotate_metadata: Annotate | None = None, rendered: Rendered | None = None,
+                 annotate_metadata: Annotate | None = None,
                  metadata_cache_bytes: int = 256 * 1024 * 1024) -> None:
         self._host = host
         self._gate = gate
@@ -102,8 +102,7 @@ class DicomWebFront:
         # plugin's multi-part answers cannot cross an internal call (docs/runtime-facts.md).
         self.retrieve = retrieve
         # Metadata answers, cached per study version; the HTJ2K package advertises renditions.
-        self.metadata = StudyMetadata(host, max_bytes=metadata_cache_bytes, annotate=annotate_metadata,
-                                      rendered=rendered)
+        self.metadata = StudyMetadata(host, max_bytes=metadata_cache_bytes, annotate=annotate_metadata)
         self.search_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024, max_entries=4096)
         # Whole non-admin answers, keyed by the caller's permitted set (the gate's cached object).
         self.answer_cache: Cache[tuple[object, ...], bytes] = Cache(max_bytes=32 * 1024 * 1024, max_entries=4096)
@@ -113,7 +112,7 @@ class DicomWebFront:
 
     def note_change(self, *, deleted: bool = False) -> None:
         """An instance was stored, or a resource deleted, on this node: cached search answers
-        are stale (metadata answers check their study's version, metadata.py)."""
+        are stale (metadata answers follow their own study, metadata.py)."""
         self.generation += 1
         if deleted:
             self.metadata.note_deletion()
@@ -286,7 +285,8 @@ class DicomWebFront:
             raise HttpError(404, "no such study")
         rest = path.resource + path.tail
         key = (rest, public_base(request))  # the URLs inside name the caller's scheme and host
-        body = self.metadata.answer(study_id, key, lambda: self._public_urls(request, self._internal_get(rest, {})))
+        body = self.metadata.answer(study_id, path.study, key,
+                                    lambda: self._public_urls(request, self._internal_get(rest, {})))
         return Response(200, body, DICOM_JSON)
 
     def _forward_admin(self, request: Request, rest: str) -> Response:

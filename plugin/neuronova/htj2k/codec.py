@@ -58,6 +58,7 @@ class Rendition:
     encoded_bytes: int  # sum of the codestreams
     encode_seconds: float  # wall time of the whole call (decode, encode, verify, write)
     sop_instance_uid: str = ""  # the original's
+    study_instance_uid: str = ""  # the original's
 
     @property
     def number_of_frames(self) -> int:
@@ -95,7 +96,7 @@ def encode_rendition(dicom_bytes: bytes) -> Rendition:
             photometric_interpretation=layout.photometric, source_transfer_syntax=layout.transfer_syntax,
             original_pixel_bytes=pixel_bytes, source_pixel_bytes=pixel_bytes,
             encoded_bytes=sum(len(c) for c in codestreams), encode_seconds=time.perf_counter() - started,
-            sop_instance_uid=layout.sop_instance_uid,
+            sop_instance_uid=layout.sop_instance_uid, study_instance_uid=layout.study_instance_uid,
         )
     ds = read_dataset(dicom_bytes)
     layout = layout_of(ds)
@@ -127,6 +128,7 @@ def encode_rendition(dicom_bytes: bytes) -> Rendition:
         encoded_bytes=sum(len(c) for c in codestreams),
         encode_seconds=time.perf_counter() - started,
         sop_instance_uid=layout.sop_instance_uid,
+        study_instance_uid=layout.study_instance_uid,
     )
 
 

@@ -79,6 +79,7 @@ class RenditionPipeline:
         self._last_arrival = float("-inf")
         self._last_metrics = 0.0
         self._on_done: list[Callable[[str, str], None]] = []  # (instance id, status): the backfill's progress
+        self._on_stored: list[Callable[[str], None]] = []  # (study UID): its metadata advertises the rendition
         self.clock = StageClock()
         self.encoded_count = 0
         self.encode_seconds_total = 0.0
@@ -135,6 +136,11 @@ class RenditionPipeline:
 
     def when_done(self, callback: Callable[[str, str], None]) -> None:
         self._on_done.append(callback)
+
+    def when_stored(self, callback: Callable[[str], None]) -> None:
+        """``callback(study_uid)`` once a rendition is stored and recorded (not before: what
+        it triggers reads the record)."""
+        self._on_stored.append(callback)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -287,6 +293,8 @@ class RenditionPipeline:
                            original_bytes=rendition.original_pixel_bytes, rendition_bytes=rendition.encoded_bytes,
                            frames=rendition.frames, encode_seconds=rendition.encode_seconds, flush=False)
         self.clock.since("record", clock)
+        for callback in self._on_stored:
+            callback(rendition.study_instance_uid)
         with self._lock:
             self.encoded_count += 1
             self.encode_seconds_total += rendition.encode_seconds

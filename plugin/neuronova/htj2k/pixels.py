@@ -62,6 +62,7 @@ class PixelLayout:
     photometric: str
     planar_configuration: int
     sop_instance_uid: str = ""  # recorded with the result (read here: the data set is parsed already)
+    study_instance_uid: str = ""  # whose metadata advertises the rendition (dicomweb/metadata.py)
 
     @property
     def dtype(self) -> np.dtype[np.integer]:
@@ -184,6 +185,7 @@ def layout_of(ds: Dataset) -> PixelLayout:
         photometric=photometric,
         planar_configuration=planar,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
     )
 
 

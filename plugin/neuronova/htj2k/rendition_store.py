@@ -217,17 +217,6 @@ class RenditionStore:
             self.files.put(("dicom", instance_id), data, version=version)
         return data, version
 
-    def rendered(self, instance_ids: list[str]) -> frozenset[str]:
-        """Which of these instances (Orthanc ids) have a rendition, whichever node stored it:
-        part of their study's metadata version (dicomweb/metadata.py)."""
-        self.flush()
-        found: set[str] = set()
-        with self._db.engine.connect() as connection:
-            for chunk in batches(instance_ids):
-                found.update(connection.execute(select(table.c.instance_id).where(
-                    table.c.instance_id.in_(chunk), table.c.status == DONE)).scalars())
-        return frozenset(found)
-
     def with_rendition(self, sop_uids: list[str]) -> set[str]:
         """Which of these SOP Instance UIDs have a rendition (for metadata)."""
         self.flush()

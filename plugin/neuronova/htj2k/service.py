@@ -59,8 +59,9 @@ class Htj2kService:
     def with_rendition(self, sop_uids: list[str]) -> set[str]:
         return self.store.with_rendition(sop_uids)
 
-    def rendered(self, instance_ids: list[str]) -> frozenset[str]:
-        return self.store.rendered(instance_ids)
+    def when_rendered(self, callback: Callable[[str], None]) -> None:
+        """``callback(study_uid)`` for each rendition this node stores, once it is recorded."""
+        self.pipeline.when_stored(callback)
 
     def stop(self) -> None:
         self._stopping.set()
