@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from neuronova.errors import ConfigError, OrthancCallError
+from neuronova.htj2k import service as htj2k_service
 from neuronova.htj2k import settings as htj2k_settings
 from neuronova.htj2k.codec import encode_rendition
 from neuronova.htj2k.encoder_pool import encode_job, encoder_pool
@@ -262,3 +263,15 @@ def test_a_job_trailing_the_ingest_runs_under_sched_idle_and_the_next_one_does_n
         assert pool.run(os.sched_getscheduler, 0) == os.SCHED_OTHER
     finally:
         pool.shutdown()
+
+
+def test_store_counts_reach_the_metrics_without_anyone_asking_for_the_stats(
+        running: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prometheus scrapes Orthanc's metrics only: the counts are published on their own."""
+    monkeypatch.setattr(htj2k_service, "STORE_METRICS_SECONDS", 0.0)
+    svc, host, clock = running(ClaimLeaseSeconds=1.0)  # the sweeper then wakes every 0.33 s
+    clock.now += 1  # no ingest: encode at once
+    for instance_id in host.files:
+        svc.pipeline.submit(instance_id)
+    wait_until(lambda: host.metrics.get("neuronova_htj2k_with_rendition") == 4, 20)
+    assert host.metrics["neuronova_htj2k_without_rendition"] == 0

@@ -26,6 +26,9 @@ from .rendition_store import DONE, FAILED, SKIPPED, RenditionStore
 from .settings import Settings
 
 _ORPHAN_WINDOW = 10_000  # changes looked at again at start, and suspects kept at most
+# How often the rendition store's counts are published as Orthanc metrics without anyone
+# asking for the stats (Prometheus scrapes the metrics only): the count reads every row.
+STORE_METRICS_SECONDS = 60.0
 
 
 class Htj2kService:
@@ -102,8 +105,14 @@ class Htj2kService:
         """Claims written, leases renewed, expired claims (a dead node's, or this node's from
         before a restart) taken over and queued here unless they have a result already."""
         interval = min(max(self.settings.claim_lease_seconds / 3, 0.25), 10.0)
-        first = True
+        first, published = True, float("-inf")
         while not self._stopping.wait(0 if first else interval):
+            if time.monotonic() - published >= STORE_METRICS_SECONDS:
+                published = time.monotonic()
+                try:
+                    self.publish_store_metrics(self.stats())
+                except Exception as exc:  # noqa: BLE001 - the next round tries again
+                    self._host.log_info(f"NeuroNova HTJ2K: store metrics not published: {exc!r}")
             try:
                 taken = self.claims.recover() if first else []
                 taken += self.claims.tick()
