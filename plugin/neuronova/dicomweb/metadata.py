@@ -79,6 +79,7 @@ class StudyMetadata:
         self.changes = StudyChanges()  # keyed "id:<Orthanc id>" (new instances), "uid:<UID>" (renditions)
         self.deletions = 0
         self.hits = self.misses = 0
+        self._counting = threading.Lock()  # request threads count at once: no increment lost
 
     def new_instance(self, study_id: str) -> None:
         self.changes.changed(f"id:{study_id}")
@@ -99,14 +100,18 @@ class StudyMetadata:
         """The cached answer for ``key`` of the study, or the one ``build`` makes (annotated)."""
         version = self.version(study_id, study_uid)
         body = self.cache.get(key, version)
-        if body is not None:
-            self.hits += 1
-        else:
-            self.misses += 1
+        hit = body is not None
+        if body is None:
             body = build()
             if self.annotate is not None:
                 body = self.annotate(body)
             self.cache.put(key, body, version=version)
-        self._host.set_metric("neuronova_dicomweb_metadata_cache_hits_total", float(self.hits))
-        self._host.set_metric("neuronova_dicomweb_metadata_cache_misses_total", float(self.misses))
+        with self._counting:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+            hits, misses = self.hits, self.misses
+        self._host.set_metric("neuronova_dicomweb_metadata_cache_hits_total", float(hits))
+        self._host.set_metric("neuronova_dicomweb_metadata_cache_misses_total", float(misses))
         return body
