@@ -127,14 +127,17 @@ def measure(bare: BareOrthanc, gated: OrthancServer, off: OrthancServer | None, 
     def run_gated() -> None:
         session = gated.process.pid  # scripts/run starts a session: Orthanc and its encoders are in it
         cpu_start = cpu_seconds(session)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         seconds["gated"] = upload(gated.base, files, gated.admin)
         cpu_ingested = cpu_seconds(session)
         at_end = requests.get(gated.base + "/neuronova/htj2k/stats", auth=gated.admin, timeout=30).json()
         print(f"when the ingest ended: {at_end['queued']} instances waiting ({at_end.get('held', 0)} encoded, "
               f"held), {at_end['in_flight']} in the encoders")
-        gated_run["stats"] = wait_for_renditions(gated, expected)
-        seconds["all_done"] = time.perf_counter() - started
+        gated_run["stats"] = stats = wait_for_renditions(gated, expected)
+        # the server says when its last rendition was stored: exact, where polling is up to a poll late
+        last = stats.get("last_stored_at")
+        seconds["all_done"] = (last - started_at if last is not None and last > started_at
+                               else time.perf_counter() - started)
         cpu_done, count = cpu_seconds(session), len(files)
         gated_run["cpu_ms"] = {
             "orthanc_ingest": round((cpu_ingested[0] - cpu_start[0]) / count * 1000, 2),
@@ -257,7 +260,8 @@ def main() -> None:
 
 
 def wait_for_renditions(server: OrthancServer, instances: int, timeout: float = 600) -> dict[str, Any]:
-    """Poll the stats until every instance has a result (bounded: ``timeout`` seconds)."""
+    """Poll the stats until every instance has a result (bounded: ``timeout`` seconds). Every
+    0.1 s: each poll costs the server ~2.5 ms of CPU, and the end time comes from the stats."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stats: dict[str, Any] = requests.get(server.base + "/neuronova/htj2k/stats", auth=server.admin,
@@ -267,7 +271,7 @@ def wait_for_renditions(server: OrthancServer, instances: int, timeout: float = 
             return stats
         if stats["queued"] == 0 and stats.get("in_flight", 0) == 0 and finished >= instances:
             return stats
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise TimeoutError(f"renditions not done in {timeout} s")
 
 

@@ -7,12 +7,12 @@ gives, see :mod:`.exchange`), store the rendition with ``PUT /instances/{id}/att
 and record the result (:mod:`.rendition_store`). A failure never touches the original: the
 instance simply keeps being served from it.
 
-Ingest first: while instances keep arriving (one came less than ``ingest_quiet`` seconds
-ago) at most ``jobs_while_ingesting`` instances (default none) are processed, at nice 19,
-and their renditions are held in memory rather than written beside the ingest, so
-renditions trail the ingest instead of competing with it (viewers get the original
-meanwhile); once the ingest pauses every worker runs and the queue drains at the encoders'
-speed. The queue depth and
+Ingest first: while instances keep arriving (one came within a few of the ingest's own gaps,
+at most ``ingest_quiet`` seconds ago: :mod:`.ingest_pace`) at most ``jobs_while_ingesting``
+instances (default none) are processed, at nice 19, and their renditions are held in memory
+rather than written beside the ingest, so renditions trail the ingest instead of competing
+with it (viewers get the original meanwhile); once the ingest pauses every worker runs and the
+queue drains at the encoders' speed. The queue depth and
 whether the pipeline is trailing are in the stats and Orthanc's metrics.
 """
 
@@ -29,6 +29,7 @@ from ..errors import OrthancCallError
 from ..host import Host
 from .encoder_pool import Encoded, encode_job, encoder_pool
 from .exchange import SourceUnavailable, StoredFile
+from .ingest_pace import IngestPace
 from .originals import Originals
 from .rendition_store import DONE, FAILED, SKIPPED, RenditionStore
 from .settings import Settings
@@ -65,7 +66,7 @@ class RenditionPipeline:
     def __init__(self, settings: Settings, host: Host, store: RenditionStore,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        self._now = clock  # when instances arrive (tests pass their own)
+        self._pace = IngestPace(settings.ingest_quiet, clock)  # tests pass their own clock
         self._host = host
         self._store = store
         self._queue: queue.Queue[str] = queue.Queue()
@@ -76,13 +77,13 @@ class RenditionPipeline:
         self._in_flight = 0  # instances in the encoders
         self._held: OrderedDict[str, Encoded] = OrderedDict()  # encoded while the ingest was busy
         self._held_bytes = 0
-        self._last_arrival = float("-inf")
         self._last_metrics = 0.0
         self._on_done: list[Callable[[str, str], None]] = []  # (instance id, status): the backfill's progress
         self._on_stored: list[Callable[[str], None]] = []  # (study UID): its metadata advertises the rendition
         self.clock = StageClock()
         self.encoded_count = 0
         self.encode_seconds_total = 0.0
+        self.last_stored_at: float | None = None  # epoch seconds: when the last rendition became servable
         # started at once when encoding is on; otherwise on the backfill's first job
         self._pool = encoder_pool(settings, warm=settings.enabled)
         # originals and renditions cross to the encoders as files (exchange.py), not through pipes
@@ -100,7 +101,7 @@ class RenditionPipeline:
         """Called on Orthanc's change thread for NEW_INSTANCE: never blocks."""
         if not self.settings.enabled:
             return
-        self._last_arrival = self._now()
+        self._pace.arrived()
         self.submit(instance_id)
 
     def submit(self, instance_id: str) -> bool:
@@ -132,7 +133,7 @@ class RenditionPipeline:
             return self._in_flight
 
     def ingest_busy(self) -> bool:
-        return self._now() - self._last_arrival < self.settings.ingest_quiet
+        return self._pace.busy()
 
     def when_done(self, callback: Callable[[str, str], None]) -> None:
         self._on_done.append(callback)
@@ -196,8 +197,7 @@ class RenditionPipeline:
                     self._working += 1
                     return
                 # woken when the ingest turns quiet (not up to a poll later), else every 50 ms
-                quiet_in = self._last_arrival + self.settings.ingest_quiet - self._now()
-                self._admission.wait(timeout=min(max(quiet_in, 0.002), 0.05))
+                self._admission.wait(timeout=min(max(self._pace.quiet_in(), 0.002), 0.05))
             self._publish_metrics_now_and_then()  # the queue grows meanwhile: keep the metric current
 
     def _end(self, instance_id: str, status: str) -> None:
@@ -298,6 +298,7 @@ class RenditionPipeline:
         with self._lock:
             self.encoded_count += 1
             self.encode_seconds_total += rendition.encode_seconds
+            self.last_stored_at = time.time()
         return DONE
 
     # -- visibility -----------------------------------------------------------------------

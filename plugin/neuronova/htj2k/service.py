@@ -180,6 +180,7 @@ class Htj2kService:
             "in_flight": self.pipeline.in_flight(),  # in the encoders now
             "held": self.pipeline.held(),  # of the queued: encoded, stored once the ingest pauses
             "trailing_ingest": self.pipeline.ingest_busy(),  # held back: instances are arriving
+            "last_stored_at": self.pipeline.last_stored_at,  # epoch seconds, this node's last rendition
             "encoder_restarts": self.pipeline.restarts(),
             "originals_read": self.pipeline.originals_read(),  # by the encoders: storage folder or REST
             "original_pixel_bytes": done[1],
