@@ -37,6 +37,7 @@ from .settings import Settings
 _STOP = "__stop__"
 _HELD = "held"  # not a recorded status: the rendition waits in memory for the ingest to pause
 _TRAILING_NICE = 19  # encoders' priority while the ingest is busy: only the CPU it leaves
+_IDLE_WAIT = 1.0  # seconds: a worker with an empty queue wakes this often (flush, metrics)
 _METRICS_EVERY = 0.5  # seconds: metrics stay current while the queue waits for the ingest to pause
 
 
@@ -155,8 +156,10 @@ class RenditionPipeline:
             if held is not None:
                 self._end(held[0], self._store_rendition(*held))
                 continue
-            try:  # short: renditions held during an ingest are stored soon after it pauses
-                instance_id = self._queue.get(timeout=0.1)
+            # short while renditions are held (stored soon after the ingest pauses); otherwise
+            # nothing but the queue has work for this thread, and an idle Orthanc stays idle
+            try:
+                instance_id = self._queue.get(timeout=0.1 if self.held() else _IDLE_WAIT)
             except queue.Empty:
                 self._store.flush()
                 self._publish_metrics_now_and_then()
