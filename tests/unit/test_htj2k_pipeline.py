@@ -121,10 +121,13 @@ def test_renditions_wait_while_the_ingest_is_busy_and_catch_up_after(running: An
     wait_until(lambda: all(host.metrics.get(name) == value for name, value in expected.items()))
     stats = svc.stats()
     assert not host.attachments and stats["queued"] == 4 and stats["trailing_ingest"] is True
+    assert stats["last_stored_at"] is None
+    paused_at = time.time()
     clock.now += 1  # the ingest pauses
     wait_until(lambda: svc.stats()["with_rendition"] == 4)
     stats = svc.stats()
     assert stats["queued"] == 0 and stats["trailing_ingest"] is False and stats["failed"] == 0
+    assert paused_at <= stats["last_stored_at"] <= time.time()  # when the last one was stored
     assert set(host.attachments) == set(host.files) and host.files == originals  # originals never written
     for instance_id in host.files:
         rendition = svc.store.rendition(instance_id)
