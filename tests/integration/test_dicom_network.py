@@ -270,3 +270,13 @@ def test_dicom_port_listens_on_loopback_only(network: tuple[OrthancServer, int, 
     server, _port, _study = network
     # 0100007F is 127.0.0.1 as /proc/net/tcp writes it; nothing on the wildcard address
     assert _listening(server.dicom_port) == {"0100007F"}
+
+
+def test_orthanc_runs_with_nagle_off_for_dicom(network: tuple[OrthancServer, int, Study]) -> None:
+    """DCMTK disables Nagle's algorithm on its sockets only when TCP_NODELAY says so; without
+    it each C-STORE response waits for the peer's delayed ACK (docs/runtime-facts.md)."""
+    server, _port, _study = network
+    with open(f"/proc/{server.process.pid}/cmdline", "rb") as file:
+        assert b"Orthanc" in file.read().split(b"\0")[0]  # the PID is Orthanc's (the launchers exec)
+    with open(f"/proc/{server.process.pid}/environ", "rb") as file:
+        assert b"TCP_NODELAY=1" in file.read().split(b"\0")
