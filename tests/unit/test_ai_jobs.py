@@ -21,14 +21,7 @@ from neuronova.ai.jobs import (
 )
 from neuronova.errors import ConfigError
 from neuronova.store import Database, open_database
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import ManualClock
 
 
 @pytest.fixture
@@ -39,12 +32,12 @@ def db(tmp_path: Path) -> Database:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(1_000_000.0)
 
 
 @pytest.fixture
-def store(db: Database, clock: Clock) -> JobStore:
+def store(db: Database, clock: ManualClock) -> JobStore:
     return JobStore(db, clock)
 
 
@@ -80,7 +73,7 @@ def test_concurrent_creation_gives_one_job(store: JobStore) -> None:
     assert store.counts()["queued"] == 1
 
 
-def test_claim_runs_a_job_once_and_outcomes_need_the_lease(store: JobStore, clock: Clock) -> None:
+def test_claim_runs_a_job_once_and_outcomes_need_the_lease(store: JobStore, clock: ManualClock) -> None:
     job, _ = store.create(new())
     claimed = store.claim("node-a/1", 60)
     assert claimed is not None and claimed.id == job.id
@@ -109,7 +102,7 @@ def test_claim_runs_a_job_once_and_outcomes_need_the_lease(store: JobStore, cloc
     assert as_json["history"][0]["detail"] == "HTTP 500"
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_owner_is_ignored(store: JobStore, clock: Clock) -> None:
+def test_an_expired_lease_is_taken_over_and_the_old_owner_is_ignored(store: JobStore, clock: ManualClock) -> None:
     store.create(new())
     first = store.claim("node-a/1", 10)
     assert first is not None
@@ -120,7 +113,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_is_ignored(store: JobS
     assert store.succeed(second, "node-b/1", {}, 1.0)
 
 
-def test_renewal_keeps_the_lease(store: JobStore, clock: Clock) -> None:
+def test_renewal_keeps_the_lease(store: JobStore, clock: ManualClock) -> None:
     store.create(new())
     job = store.claim("node-a/1", 10)
     assert job is not None
@@ -190,7 +183,7 @@ def test_retry_only_failed_jobs(store: JobStore) -> None:
     assert store.history(job.id)[-1].detail == "retry requested by dr.house"
 
 
-def test_find_filters_and_visibility(store: JobStore, clock: Clock) -> None:
+def test_find_filters_and_visibility(store: JobStore, clock: ManualClock) -> None:
     for i, (study, model) in enumerate([("1.1", "stroke_risk"), ("1.1", "tumor_detection"), ("2.2", "stroke_risk")]):
         clock.now += 1
         store.create(new(f"k{i}", study, model))
@@ -206,7 +199,7 @@ def test_find_filters_and_visibility(store: JobStore, clock: Clock) -> None:
     assert store.counts() == {"queued": 2, "running": 1, "succeeded": 0, "failed": 0, "attempts": 1}
 
 
-def test_pending_studies(store: JobStore, clock: Clock) -> None:
+def test_pending_studies(store: JobStore, clock: ManualClock) -> None:
     store.add_pending(["a", "b", "a"])
     clock.now += 100
     store.add_pending(["c", "a"])

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from neuronova.errors import ConfigError
 from neuronova.gate import settings as gate_settings
 from neuronova.gate.tokens import JwksSource, PluginSigner, TokenError, TokenVerifier
+from tests.support.clock import ManualClock
 
 SECRET = "unit-test-secret-0123456789abcdefghijkl"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -81,13 +82,6 @@ def test_unset_keys_are_skipped_and_nothing_configured_is_an_error() -> None:
         gate_settings.parse({"SigningSecret": "s" * 40, "AdminUsers": {"admin": "plaintext"}})
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_jwks_refreshes_on_unknown_kid_and_is_rate_limited() -> None:
     fetched: list[str] = []
@@ -97,7 +91,7 @@ def test_jwks_refreshes_on_unknown_kid_and_is_rate_limited() -> None:
         fetched.append(url)
         return documents[-1]
 
-    clock = Clock()
+    clock = ManualClock()
     spec = gate_settings.KeySpec("jwks", frozenset({"RS256"}), url="https://idp/certs")
     source = JwksSource(spec, fetch, 30.0, clock)
     assert source.key("a") is not None and len(fetched) == 1
@@ -117,7 +111,7 @@ def test_jwks_failure_keeps_old_keys() -> None:
             raise OSError("provider down")
         return {"keys": [{**jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True), "kid": "a"}]}
 
-    clock = Clock()
+    clock = ManualClock()
     source = JwksSource(gate_settings.KeySpec("jwks", frozenset({"RS256"}), url="https://idp"), fetch, 1.0, clock)
     assert source.key("a") is not None
     clock.now += 5

@@ -20,9 +20,10 @@ from neuronova.htj2k.codec import encode_rendition
 from neuronova.htj2k.exchange import SourceUnavailable, StoredFile
 from neuronova.htj2k.service import Htj2kService
 from neuronova.store import open_database
+from tests.support.clock import ManualClock
 from tests.support.dicom_factory import make_study
 
-from .test_htj2k_pipeline import Clock, FakeOrthanc, wait_until
+from .test_htj2k_pipeline import FakeOrthanc, wait_until
 
 
 class StorageOrthanc(FakeOrthanc):
@@ -69,7 +70,7 @@ def files() -> dict[str, bytes]:
 def run(tmp_path: Path, host: StorageOrthanc) -> dict[str, Any]:
     raw = {"Processes": 1, "Workers": 2, "PythonExecutable": sys.executable, "IngestQuietMilliseconds": 0}
     settings = htj2k_settings.parse(raw, {"StorageDirectory": str(host.folder)})
-    svc = Htj2kService(settings, host, open_database(f"sqlite:///{tmp_path}/store.sqlite"), clock=Clock())
+    svc = Htj2kService(settings, host, open_database(f"sqlite:///{tmp_path}/store.sqlite"), clock=ManualClock())
     try:
         for instance_id in host.files:
             svc.pipeline.submit(instance_id)

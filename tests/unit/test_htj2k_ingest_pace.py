@@ -1,28 +1,21 @@
 """The ingest counts as paused after a few of its own gaps (htj2k/ingest_pace.py)."""
 
 from neuronova.htj2k.ingest_pace import IngestPace
+from tests.support.clock import ManualClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def arrivals(pace: IngestPace, clock: Clock, gap: float, count: int) -> None:
+def arrivals(pace: IngestPace, clock: ManualClock, gap: float, count: int) -> None:
     for _ in range(count):
         clock.now += gap
         pace.arrived()
 
 
 def test_nothing_arrived_means_no_ingest() -> None:
-    assert not IngestPace(0.150, Clock()).busy()
+    assert not IngestPace(0.150, ManualClock()).busy()
 
 
 def test_a_fast_ingest_is_taken_as_paused_soon_after_its_last_instance() -> None:
-    clock = Clock()
+    clock = ManualClock()
     pace = IngestPace(0.150, clock)
     arrivals(pace, clock, 0.004, 50)
     assert abs(pace.window() - 0.032) < 1e-6  # eight gaps of 4 ms
@@ -33,7 +26,7 @@ def test_a_fast_ingest_is_taken_as_paused_soon_after_its_last_instance() -> None
 
 
 def test_a_slow_sender_is_waited_for_the_longest_window() -> None:
-    clock = Clock()
+    clock = ManualClock()
     pace = IngestPace(0.150, clock)
     arrivals(pace, clock, 0.040, 20)  # a modality sending an instance every 40 ms
     assert pace.window() == 0.150
@@ -42,7 +35,7 @@ def test_a_slow_sender_is_waited_for_the_longest_window() -> None:
 
 
 def test_the_pace_follows_the_ingest_and_a_new_burst_starts_from_the_longest_window() -> None:
-    clock = Clock()
+    clock = ManualClock()
     pace = IngestPace(0.150, clock)
     arrivals(pace, clock, 0.001, 30)
     assert pace.window() == 0.025
@@ -54,7 +47,7 @@ def test_the_pace_follows_the_ingest_and_a_new_burst_starts_from_the_longest_win
 
 
 def test_no_window_at_all_when_the_longest_is_zero() -> None:
-    clock = Clock()
+    clock = ManualClock()
     pace = IngestPace(0.0, clock)
     arrivals(pace, clock, 0.001, 5)
     assert pace.window() == 0.0 and not pace.busy()

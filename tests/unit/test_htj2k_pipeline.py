@@ -26,6 +26,7 @@ from neuronova.htj2k.codec import encode_rendition
 from neuronova.htj2k.encoder_pool import encode_job, encoder_pool
 from neuronova.htj2k.service import Htj2kService
 from neuronova.store import open_database
+from tests.support.clock import ManualClock
 from tests.support.dicom_factory import make_study
 
 from .fakes import RecordingHost
@@ -67,13 +68,6 @@ class FakeOrthanc(RecordingHost):
         return b"{}"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def wait_until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
@@ -90,7 +84,7 @@ def files() -> dict[str, bytes]:
     return {f"id-{n}": blob for n, blob in enumerate(study.files())}
 
 
-def service(tmp_path: Path, host: FakeOrthanc, clock: Clock, **options: Any) -> Htj2kService:
+def service(tmp_path: Path, host: FakeOrthanc, clock: ManualClock, **options: Any) -> Htj2kService:
     raw = {"Processes": 0, "Workers": 2, "IngestQuietMilliseconds": 500, **options}
     return Htj2kService(htj2k_settings.parse(raw), host, open_database(f"sqlite:///{tmp_path}/store.sqlite"),
                         clock=clock)
@@ -98,11 +92,11 @@ def service(tmp_path: Path, host: FakeOrthanc, clock: Clock, **options: Any) -> 
 
 @pytest.fixture
 def running(tmp_path: Path, files: dict[str, bytes]) -> Iterator[Callable[..., tuple[Htj2kService, FakeOrthanc,
-                                                                                        Clock]]]:
+                                                                                        ManualClock]]]:
     started: list[Htj2kService] = []
 
-    def start(**options: Any) -> tuple[Htj2kService, FakeOrthanc, Clock]:
-        host, clock = FakeOrthanc(files), Clock()
+    def start(**options: Any) -> tuple[Htj2kService, FakeOrthanc, ManualClock]:
+        host, clock = FakeOrthanc(files), ManualClock()
         started.append(service(tmp_path, host, clock, **options))
         return started[-1], host, clock
 
@@ -203,7 +197,7 @@ def test_settings_refuse_nonsense() -> None:
 
 
 def test_a_result_recorded_again_replaces_the_first(tmp_path: Path, files: dict[str, bytes]) -> None:
-    svc = service(tmp_path, FakeOrthanc(files), Clock())
+    svc = service(tmp_path, FakeOrthanc(files), ManualClock())
     try:
         svc.store.record("id-0", "", "failed", error="first try", flush=False)
         assert svc.store.status("id-0") == "failed"  # not written yet, already visible
@@ -216,7 +210,7 @@ def test_a_result_recorded_again_replaces_the_first(tmp_path: Path, files: dict[
 
 
 def test_counts_include_results_not_written_yet_without_writing_them(tmp_path: Path, files: dict[str, bytes]) -> None:
-    svc = service(tmp_path, FakeOrthanc(files), Clock())
+    svc = service(tmp_path, FakeOrthanc(files), ManualClock())
     try:
         store = svc.store
         store.record("id-0", "", "failed", error="first try", flush=True)
