@@ -101,13 +101,17 @@ class Round:
     cpu_ms: dict[str, float]  # per instance: Orthanc's process during the ingest and after it, the encoders
     off_seconds: float | None = None  # the gated server with HTJ2K off (--gate-alone)
 
+    @property
+    def drain_seconds(self) -> float:
+        """After the gated ingest: from its end until the last rendition is stored."""
+        return self.all_done_seconds - self.gated_seconds
+
     def figures(self, mb: float) -> dict[str, float]:
         bare_rate, end_to_end = mb / self.bare_seconds, mb / self.all_done_seconds
         limit = 1 / (1 / bare_rate + 1 / self.encode_every)
-        # after the ingest: from its end until the last rendition, against L's encode of the same
-        drain_seconds = self.all_done_seconds - self.gated_seconds
+        drain = self.drain_seconds  # against L's encode of the same slices
         return {"end_to_end_vs_limit": round(end_to_end / limit, 3),
-                "drain_vs_encode": round(mb / self.encode_every / drain_seconds, 3) if drain_seconds > 0 else 0.0,
+                "drain_vs_encode": round(mb / self.encode_every / drain, 3) if drain > 0 else 0.0,
                 "ingest_vs_bare": round(self.bare_seconds / self.gated_seconds, 3),
                 "limit_mb_s": round(limit, 1), "end_to_end_mb_s": round(end_to_end, 1),
                 "bare_ingest_mb_s": round(bare_rate, 1), "ingest_mb_s": round(mb / self.gated_seconds, 1),
@@ -180,7 +184,7 @@ def report(number: int, result: Round, slices: int, mb: float, cores: int) -> No
           f"ratio {result.bare_seconds / result.all_done_seconds:.2f}x bare")
     print(f"machine limit L = 1/(1/{f['bare_ingest_mb_s']:.1f} + 1/{f['encode_mb_s']:.1f}) = {f['limit_mb_s']:.1f} "
           f"MB/s; end to end = {f['end_to_end_vs_limit']:.2f} of L")
-    print(f"after the ingest, until every rendition is stored: {result.all_done_seconds - result.gated_seconds:.2f} s, "
+    print(f"after the ingest, until every rendition is stored: {result.drain_seconds:.2f} s, "
           f"{f['drain_vs_encode']:.2f}x the speed of the encode in process")
     print(f"renditions: {stats['with_rendition']} done, {stats['failed']} failed, {stats['skipped']} skipped, "
           f"ratio {stats['compression_ratio']}:1, average encode {stats['average_encode_ms']} ms in a process")

@@ -61,16 +61,18 @@ class IngestPace:
     def window(self) -> float:
         """Seconds without an instance after which the ingest counts as paused."""
         with self._lock:
-            mean = self._mean_gap
-        if mean is None:
-            return self._longest
-        return min(self._longest, max(self._shortest, self._gaps * mean))
+            return self._window()
 
     def quiet_in(self) -> float:
         """Seconds until the ingest counts as paused (0 or less: it has)."""
-        with self._lock:
-            last = self._last
-        return last + self.window() - self._now()
+        with self._lock:  # the last arrival and the pace it set, read together
+            paused_at = self._last + self._window()
+        return paused_at - self._now()
+
+    def _window(self) -> float:
+        if self._mean_gap is None:
+            return self._longest
+        return min(self._longest, max(self._shortest, self._gaps * self._mean_gap))
 
     def busy(self) -> bool:
         return self.quiet_in() > 0
